@@ -1,0 +1,157 @@
+"""The `archbot` command line. Each command is thin: parse, call one function in `bot/`, print.
+
+Exit codes: 0 success, 1 runtime failure (`click.ClickException`), 2 bad usage or
+configuration (`click.UsageError` / `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+
+
+class ConfigExit(click.UsageError):
+    """A configuration error: one line naming the variable, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: object = None) -> None:  # no usage text: the variable is the message
+        click.echo(f"archbot: configuration error: {self.message}", err=True)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.obj
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            raise ConfigExit(str(exc)) from None
+        ctx.obj = settings
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="archbot")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """archbot: a Slack bot that answers architecture questions from your team's docs."""
+    ctx.obj = None  # built lazily so `--help` works with a broken environment
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP on ARCHBOT_PORT).
+
+    Example: SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... archbot run
+    """
+    settings = _settings(ctx)
+    try:
+        settings.require_for_run()
+    except ConfigError as exc:
+        raise ConfigExit(str(exc)) from None
+    from bot.runtime import run_bot
+
+    sys.exit(run_bot(settings))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[Path, ...], quiet: bool) -> None:
+    """Index knowledge/ and ARCHBOT_DOCS (or the given folders), incrementally.
+
+    Example: archbot index ../docs
+    """
+    settings = _settings(ctx)
+    from bot.retrieval.commands import index_command
+
+    sys.exit(index_command(settings, list(paths), quiet=quiet))
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100), help="How many passages.")
+@click.option("--json", "json_", is_flag=True, help="Print one JSON array, best first.")
+@click.pass_context
+def search(ctx: click.Context, query: str, k: int, json_: bool) -> None:
+    """Search the index: ranked passages.
+
+    Example: archbot search "device.connection.lost" --json
+    """
+    settings = _settings(ctx)
+    from bot.retrieval.commands import search_command
+
+    sys.exit(search_command(settings, query, k=k, json_=json_))
+
+
+@cli.command()
+@click.argument("question")
+@click.pass_context
+def ask(ctx: click.Context, question: str) -> None:
+    """Ask a question from the terminal: the same pipeline as a mention.
+
+    Example: archbot ask "How do we keep a slow downstream service from taking ours down?"
+    """
+    settings = _settings(ctx)
+    from bot.ask import ask_command
+
+    sys.exit(ask_command(settings, question))
+
+
+@cli.command()
+@click.option("--dry-run", "mode", flag_value="dry-run", default=True, help="Print the digest (default).")
+@click.option("--post", "mode", flag_value="post", help="Post it to ARCHBOT_DIGEST_CHANNEL.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Start date (default: 7 days ago).")
+@click.pass_context
+def digest(ctx: click.Context, mode: str, since: object) -> None:
+    """Build the weekly digest; print it as markdown, or post it.
+
+    Example: archbot digest --post
+    """
+    settings = _settings(ctx)
+    from bot.digest import digest_command
+
+    sys.exit(digest_command(settings, post=mode == "post", since=since))  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check every setting, Slack, the database, the index and the model; exit 1 on any ✗.
+
+    Example: archbot doctor
+    """
+    settings = _settings(ctx)
+    from bot.doctor import doctor_command
+
+    sys.exit(doctor_command(settings))
+
+
+@cli.command()
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Start date (default: 30 days ago).")
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def stats(ctx: click.Context, since: object, json_: bool) -> None:
+    """Usage figures: questions, answers, failures, latency, tokens, cost, feedback.
+
+    Example: archbot stats --json
+    """
+    settings = _settings(ctx)
+    from bot.stats import stats_command
+
+    sys.exit(stats_command(settings, since=since, json_=json_))  # type: ignore[arg-type]
+
+
+def main() -> None:
+    cli(prog_name="archbot")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Prometheus metrics, served at `/metrics`. One registry per process (tests build their own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "archbot_events_received", "Slack events received, by type", ["type"], registry=r
+        )
+        self.events_ignored = Counter(
+            "archbot_events_ignored", "Events acked but not answered, by reason", ["reason"], registry=r
+        )
+        self.jobs = Counter("archbot_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)
+        self.ack_seconds = Histogram(
+            "archbot_ack_seconds",
+            "Time from request received to ack",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "archbot_model_seconds",
+            "Model call duration",
+            buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+            registry=r,
+        )
+        self.first_text_seconds = Histogram(
+            "archbot_first_text_seconds",
+            "Time from job start to first visible text in Slack",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.tokens = Counter("archbot_tokens", "Model tokens, by kind", ["kind"], registry=r)
+        self.slack_errors = Counter(
+            "archbot_slack_api_errors", "Slack API errors, by method", ["method"], registry=r
+        )
+        self.feedback = Counter("archbot_feedback", "Feedback clicks, by value", ["value"], registry=r)
+        self.queue_depth = Gauge("archbot_queue_depth", "Jobs queued or running", registry=r)
+        self.workers_busy = Gauge("archbot_workers_busy", "Workers running a job", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,524 @@
+"""The store: archbot's state in one SQLite file (WAL), and the only module that writes its SQL.
+
+Tables (see the migrations below):
+- `jobs`: the durable queue. Unique on `(channel, ts)`, which is the dedupe key: the
+  `app_mention`/`message` twins and Slack's redeliveries of one question insert once.
+  A worker claims a job with one atomic `UPDATE ... RETURNING` and a lease; a job whose
+  lease expired (its worker died) is claimable again, so a crash resumes the work.
+  `reply_ts` is recorded as soon as a reply message exists, so a resumed job edits that
+  message rather than posting a second one.
+- `threads`: threads the bot takes part in (follow-ups without a mention are answered
+  only there).
+- `answers` / `answer_sources` / `gaps`: what was answered, with which passages, and
+  what the docs could not answer or contradicted (the digest reads these).
+- `feedback`, `users` (name cache), `digests` (one row per posted period), `kv`.
+
+The retrieval index keeps its own tables in the same file (`bot/retrieval/`), under its
+own migration set: it is rebuilt and swapped independently of the conversation state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bot.types import Answer, Job
+
+LEASE_SECONDS = 300.0  # a running job whose worker vanished is retried after this
+MAX_ATTEMPTS = 3  # claims before a job is failed for good
+
+migrations = Migrations("archbot")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.table("jobs").create(
+        {
+            "id": int,
+            "kind": str,
+            "channel": str,
+            "channel_type": str,
+            "ts": str,
+            "thread_ts": str,
+            "user": str,
+            "team": str,
+            "text": str,
+            "state": str,
+            "attempts": int,
+            "lease_until": float,
+            "reply_ts": str,
+            "error": str,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "event_id": str,
+        },
+        pk="id",
+        not_null={"kind", "channel", "ts", "thread_ts", "state"},
+        defaults={"state": "queued", "attempts": 0},
+    )
+    db.table("jobs").create_index(["channel", "ts"], unique=True)
+    db.table("jobs").create_index(["state", "id"])
+    db.table("threads").create(
+        {"channel": str, "thread_ts": str, "channel_type": str, "started_by": str, "created_at": float},
+        pk=("channel", "thread_ts"),
+    )
+    db.table("answers").create(
+        {
+            "id": int,
+            "job_id": int,
+            "channel": str,
+            "channel_type": str,
+            "thread_ts": str,
+            "message_ts": str,
+            "user": str,
+            "kind": str,
+            "question": str,
+            "text": str,
+            "topic": str,
+            "decision": str,
+            "confidence": str,
+            "model": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_read_input_tokens": int,
+            "cache_creation_input_tokens": int,
+            "cost_usd": float,
+            "latency_ms": float,
+            "first_text_ms": float,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("job_id", "jobs", "id")],
+    )
+    db.table("answers").create_index(["created_at"])
+    db.table("answers").create_index(["channel", "message_ts"])
+    db.table("answer_sources").create(
+        {"answer_id": int, "path": str, "source": str, "heading": str, "url": str},
+        foreign_keys=[("answer_id", "answers", "id")],
+    )
+    db.table("answer_sources").create_index(["answer_id"])
+    db.table("gaps").create(
+        {"id": int, "answer_id": int, "kind": str, "description": str, "created_at": float},
+        pk="id",
+        foreign_keys=[("answer_id", "answers", "id")],
+    )
+    db.table("feedback").create(
+        {
+            "id": int,
+            "answer_id": int,
+            "channel": str,
+            "message_ts": str,
+            "user": str,
+            "value": str,
+            "comment": str,
+            "created_at": float,
+        },
+        pk="id",
+    )
+    db.table("feedback").create_index(["channel", "message_ts", "user"], unique=True)
+    db.table("users").create({"id": str, "name": str, "updated_at": float}, pk="id")
+    db.table("digests").create(
+        {"period": str, "channel": str, "posted_at": float, "ts": str, "status": str}, pk="period"
+    )
+    db.table("kv").create({"key": str, "value": str}, pk="key")
+
+
+@dataclass
+class StoredAnswer:
+    id: int
+    job_id: int | None
+    channel: str
+    channel_type: str
+    thread_ts: str
+    message_ts: str | None
+    user: str | None
+    kind: str
+    question: str
+    text: str
+    topic: str | None
+    decision: str | None
+    created_at: float
+    latency_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def connect(path: Path | str) -> Database:
+    """Open the database with the pragmas archbot relies on (WAL, busy timeout)."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0, isolation_level=None)
+    db = Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=30000")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        channel=row["channel"],
+        ts=row["ts"],
+        thread_ts=row["thread_ts"],
+        user=row["user"],
+        text=row["text"] or "",
+        channel_type=row["channel_type"] or "channel",
+        team=row["team"],
+        attempts=row["attempts"] or 0,
+        state=row["state"],
+        reply_ts=row["reply_ts"],
+        created_at=row["created_at"] or 0.0,
+    )
+
+
+class Store:
+    """archbot's conversation state. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.db = connect(path)
+        self._lock = threading.RLock()
+        with self._lock:
+            migrations.apply(self.db)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Database]:
+        with self._lock, self.db.atomic():
+            yield self.db
+
+    def _rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.db.execute(sql, params)
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def ping(self) -> bool:
+        try:
+            self._rows("SELECT 1 AS ok")
+            return True
+        except sqlite3.Error:
+            return False
+
+    # -- jobs ----------------------------------------------------------------------------
+    def enqueue(
+        self,
+        *,
+        kind: str,
+        channel: str,
+        ts: str,
+        thread_ts: str,
+        user: str | None,
+        text: str,
+        channel_type: str = "channel",
+        team: str | None = None,
+        event_id: str | None = None,
+    ) -> int | None:
+        """Persist a job; None when `(channel, ts)` is already queued or done (a duplicate)."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO jobs (kind, channel, channel_type, ts, thread_ts, user, team, text,"
+                " state, attempts, created_at, event_id) VALUES (?,?,?,?,?,?,?,?,'queued',0,?,?)",
+                (kind, channel, channel_type, ts, thread_ts, user, team, text, now, event_id),
+            )
+            if cursor.rowcount == 0:
+                return None
+            job_id = int(cursor.lastrowid or 0)
+            if channel_type != "command":
+                db.execute(
+                    "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at)"
+                    " VALUES (?,?,?,?,?)",
+                    (channel, thread_ts, channel_type, user, now),
+                )
+            return job_id
+
+    def claim_job(self, *, lease_seconds: float = LEASE_SECONDS) -> Job | None:
+        """Atomically take the oldest claimable job (queued, or running with an expired lease)."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, started_at=?"
+                " WHERE id = (SELECT id FROM jobs WHERE state='queued'"
+                "   OR (state='running' AND lease_until < ?) ORDER BY id LIMIT 1)"
+                " RETURNING *",
+                (now + lease_seconds, now, now),
+            )
+            names = [d[0] for d in cursor.description or ()]
+            row = cursor.fetchone()
+            return _job(dict(zip(names, row, strict=True))) if row else None
+
+    def set_reply_ts(self, job_id: int, reply_ts: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET reply_ts=? WHERE id=?", (reply_ts, job_id))
+
+    def extend_lease(self, job_id: int, *, lease_seconds: float = LEASE_SECONDS) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET lease_until=? WHERE id=? AND state='running'",
+                (time.time() + lease_seconds, job_id),
+            )
+
+    def finish_job(self, job_id: int, *, state: str, error: str | None = None) -> bool:
+        """End a running job once; False if it had already ended."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state=?, error=?, finished_at=?, lease_until=NULL WHERE id=? AND state='running'",
+                (state, error, time.time(), job_id),
+            )
+            return cursor.rowcount == 1
+
+    def requeue_job(self, job_id: int) -> None:
+        """Give a running job back to the queue (graceful shutdown)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), lease_until=NULL"
+                " WHERE id=? AND state='running'",
+                (job_id,),
+            )
+
+    def get_job(self, job_id: int) -> Job | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def queue_depth(self) -> int:
+        return int(self._rows("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued','running')")[0]["n"])
+
+    def job_counts(self) -> dict[str, int]:
+        return {
+            r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        }
+
+    # -- threads -------------------------------------------------------------------------
+    def is_bot_thread(self, channel: str, thread_ts: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM threads WHERE channel=? AND thread_ts=?", (channel, thread_ts)))
+
+    def add_thread(self, *, channel: str, thread_ts: str, channel_type: str, started_by: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (channel, thread_ts, channel_type, started_by, time.time()),
+            )
+
+    # -- answers -------------------------------------------------------------------------
+    def record_answer(
+        self,
+        *,
+        job: Job | None,
+        channel: str,
+        thread_ts: str,
+        message_ts: str | None,
+        question: str,
+        answer: Answer,
+        latency_ms: float | None = None,
+        first_text_ms: float | None = None,
+        channel_type: str | None = None,
+    ) -> int:
+        """Store an answer with its sources and gaps in one transaction; returns its id."""
+        u = answer.usage
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO answers (job_id, channel, channel_type, thread_ts, message_ts, user, kind, question,"
+                " text, topic, decision, confidence, model, input_tokens, output_tokens,"
+                " cache_read_input_tokens, cache_creation_input_tokens, cost_usd, latency_ms, first_text_ms,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.id if job else None,
+                    channel,
+                    channel_type or (job.channel_type if job else "channel"),
+                    thread_ts,
+                    message_ts,
+                    job.user if job else None,
+                    answer.kind,
+                    question,
+                    answer.text,
+                    answer.topic,
+                    answer.decision,
+                    answer.confidence,
+                    answer.model,
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cache_read_input_tokens,
+                    u.cache_creation_input_tokens,
+                    u.cost_usd,
+                    latency_ms,
+                    first_text_ms,
+                    time.time(),
+                ),
+            )
+            answer_id = int(cursor.lastrowid or 0)
+            seen: set[tuple[str, str]] = set()
+            for c in answer.citations:
+                if (c.source, c.path) in seen:
+                    continue
+                seen.add((c.source, c.path))
+                db.execute(
+                    "INSERT INTO answer_sources (answer_id, path, source, heading, url) VALUES (?,?,?,?,?)",
+                    (answer_id, c.path, c.source, c.heading, c.url),
+                )
+            now = time.time()
+            for kind, items in (("gap", answer.gaps), ("conflict", answer.conflicts)):
+                for description in items:
+                    db.execute(
+                        "INSERT INTO gaps (answer_id, kind, description, created_at) VALUES (?,?,?,?)",
+                        (answer_id, kind, description, now),
+                    )
+            return answer_id
+
+    def answer_for_message(self, channel: str, message_ts: str) -> int | None:
+        rows = self._rows(
+            "SELECT id FROM answers WHERE channel=? AND message_ts=? ORDER BY id DESC LIMIT 1",
+            (channel, message_ts),
+        )
+        return int(rows[0]["id"]) if rows else None
+
+    def answers_since(self, since: float, until: float | None = None) -> list[StoredAnswer]:
+        rows = self._rows(
+            "SELECT * FROM answers WHERE created_at >= ? AND created_at < ? ORDER BY created_at",
+            (since, until if until is not None else time.time() + 1),
+        )
+        return [
+            StoredAnswer(
+                id=r["id"],
+                job_id=r["job_id"],
+                channel=r["channel"],
+                channel_type=r["channel_type"] or "channel",
+                thread_ts=r["thread_ts"],
+                message_ts=r["message_ts"],
+                user=r["user"],
+                kind=r["kind"],
+                question=r["question"] or "",
+                text=r["text"] or "",
+                topic=r["topic"],
+                decision=r["decision"],
+                created_at=r["created_at"],
+                latency_ms=r["latency_ms"],
+                input_tokens=r["input_tokens"] or 0,
+                output_tokens=r["output_tokens"] or 0,
+                cost_usd=r["cost_usd"] or 0.0,
+            )
+            for r in rows
+        ]
+
+    def sources_for(self, answer_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        if not answer_ids:
+            return {}
+        marks = ",".join("?" * len(answer_ids))
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in self._rows(f"SELECT * FROM answer_sources WHERE answer_id IN ({marks})", answer_ids):
+            out.setdefault(r["answer_id"], []).append(r)
+        return out
+
+    def gaps_for(self, answer_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        if not answer_ids:
+            return {}
+        marks = ",".join("?" * len(answer_ids))
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in self._rows(f"SELECT * FROM gaps WHERE answer_id IN ({marks})", answer_ids):
+            out.setdefault(r["answer_id"], []).append(r)
+        return out
+
+    # -- feedback ------------------------------------------------------------------------
+    def record_feedback(
+        self, *, channel: str, message_ts: str, user: str, value: str, comment: str | None = None
+    ) -> int:
+        """Store (or change) one user's feedback on one answer message; returns the feedback id."""
+        answer_id = self.answer_for_message(channel, message_ts)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO feedback (answer_id, channel, message_ts, user, value, comment, created_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(channel, message_ts, user) DO UPDATE SET"
+                " value=excluded.value, comment=COALESCE(excluded.comment, feedback.comment),"
+                " created_at=excluded.created_at",
+                (answer_id, channel, message_ts, user, value, comment, time.time()),
+            )
+        rows = self._rows(
+            "SELECT id FROM feedback WHERE channel=? AND message_ts=? AND user=?", (channel, message_ts, user)
+        )
+        return int(rows[0]["id"])
+
+    def feedback_since(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT * FROM feedback WHERE created_at >= ? AND created_at < ? ORDER BY created_at",
+            (since, until if until is not None else time.time() + 1),
+        )
+
+    # -- users ---------------------------------------------------------------------------
+    def user_name(self, user_id: str, *, max_age: float = 86400.0) -> str | None:
+        rows = self._rows("SELECT name, updated_at FROM users WHERE id=?", (user_id,))
+        if rows and time.time() - (rows[0]["updated_at"] or 0) < max_age:
+            return rows[0]["name"]
+        return None
+
+    def save_user_name(self, user_id: str, name: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO users (id, name, updated_at) VALUES (?,?,?)"
+                " ON CONFLICT(id) DO UPDATE SET name=excluded.name, updated_at=excluded.updated_at",
+                (user_id, name, time.time()),
+            )
+
+    # -- digests -------------------------------------------------------------------------
+    def claim_digest(self, period: str, channel: str) -> bool:
+        """Reserve a digest period; False when it was already posted or is being posted."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO digests (period, channel, posted_at, status) VALUES (?,?,?,'posting')",
+                (period, channel, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def finish_digest(self, period: str, *, ts: str | None, ok: bool) -> None:
+        with self._tx() as db:
+            if ok:
+                db.execute(
+                    "UPDATE digests SET status='posted', ts=?, posted_at=? WHERE period=?",
+                    (ts, time.time(), period),
+                )
+            else:
+                db.execute("DELETE FROM digests WHERE period=?", (period,))
+
+    def last_digest(self) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM digests WHERE status='posted' ORDER BY posted_at DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    # -- kv ------------------------------------------------------------------------------
+    def get(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM kv WHERE key=?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def put(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return json.loads(raw) if raw else None
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only aggregate queries for stats and the digest (SELECT only)."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError("query() is read-only")
+        return self._rows(sql, params)

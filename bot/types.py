@@ -1,0 +1,99 @@
+"""Plain values that flow down the pipeline: event → job → context → retrieval → model → render → post.
+
+Outside data is parsed once at the edge (pydantic); inside, these dataclasses are passed.
+Identity lives in the store, not in these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["user", "assistant"]
+JobKind = Literal["mention", "dm", "followup", "review", "assistant"]
+JobState = Literal["queued", "running", "done", "failed"]
+AnswerKind = Literal["answer", "clarify", "review", "retrieval_only", "failure"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved passage."""
+
+    path: str  # relative to the folder it came from, '/'-separated
+    heading: str  # heading path, ' > '-joined
+    score: float
+    snippet: str  # short excerpt for display
+    text: str  # the passage as indexed (sent to the model)
+    source: str  # which folder: 'knowledge' or the docs folder's name
+    url: str | None = None
+    title: str = ""  # document title
+
+    @property
+    def ref(self) -> str:
+        """How the passage is named to the model and in citations: its URL when set, else its path."""
+        return self.url or self.path
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One conversation turn as the model sees it."""
+
+    role: Role
+    text: str
+
+
+@dataclass
+class Job:
+    """A unit of work: one question (or review) that must end exactly once."""
+
+    id: int
+    kind: JobKind
+    channel: str
+    ts: str  # the message that asked (dedupe key with channel)
+    thread_ts: str  # the thread to answer in
+    user: str | None
+    text: str
+    channel_type: str = "channel"  # channel | group | im | mpim | command
+    team: str | None = None
+    attempts: int = 0
+    state: JobState = "queued"
+    reply_ts: str | None = None  # set once a reply message exists (resume updates it, never re-posts)
+    created_at: float = 0.0
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Citation:
+    """A passage the answer relies on, mapped back to a real path."""
+
+    path: str
+    source: str
+    heading: str = ""
+    url: str | None = None
+    cited_text: str = ""
+
+
+@dataclass
+class Answer:
+    """What the architect produced for one job, ready to render."""
+
+    kind: AnswerKind
+    text: str  # markdown (standard), rendered for Slack by bot/slack/render.py
+    citations: list[Citation] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)  # clarifying questions
+    assumptions: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # where sources disagree (with paths)
+    gaps: list[str] = field(default_factory=list)  # what the docs could not answer
+    decision: str | None = None  # a decision reached, if any (for the digest)
+    topic: str | None = None  # a short topic label (for the digest)
+    confidence: str | None = None
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
