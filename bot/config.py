@@ -72,9 +72,7 @@ class Settings(BaseSettings):
         validation_alias=_alias("ANTHROPIC_BASE_URL"),
         description="Anthropic API base URL (the SDK default when unset).",
     )
-    model: str = Field(
-        DEFAULT_MODEL, validation_alias=_alias("ARCHBOT_MODEL"), description="Claude model id."
-    )
+    model: str = Field(DEFAULT_MODEL, validation_alias=_alias("ARCHBOT_MODEL"), description="Claude model id.")
     db_path: Path = Field(
         Path("./archbot.db"), validation_alias=_alias("ARCHBOT_DB"), description="SQLite database file."
     )
@@ -103,9 +101,7 @@ class Settings(BaseSettings):
     digest_cron: str = Field(
         "0 9 * * MON", validation_alias=_alias("ARCHBOT_DIGEST_CRON"), description="Digest schedule (cron)."
     )
-    tz: str = Field(
-        "UTC", validation_alias=_alias("ARCHBOT_TZ"), description="IANA timezone of the schedule."
-    )
+    tz: str = Field("UTC", validation_alias=_alias("ARCHBOT_TZ"), description="IANA timezone of the schedule.")
     digest_channels_opt_in: list[str] = Field(
         default_factory=list,
         validation_alias=_alias("ARCHBOT_DIGEST_PRIVATE_CHANNELS"),
@@ -206,11 +202,7 @@ class Settings(BaseSettings):
     @field_validator("slack_bot_token")
     @classmethod
     def _check_bot_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if (
-            value is not None
-            and value.get_secret_value()
-            and not value.get_secret_value().startswith("xoxb-")
-        ):
+        if value is not None and value.get_secret_value() and not value.get_secret_value().startswith("xoxb-"):
             raise ValueError("must start with xoxb-")
         return value
 

@@ -32,9 +32,7 @@ class ModelError(ArchbotError):
 class SlackPostError(ArchbotError):
     """Posting to Slack failed for good (after the client's retries)."""
 
-    def __init__(
-        self, message: str, *, channel: str, thread_ts: str | None, error: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, channel: str, thread_ts: str | None, error: str | None = None) -> None:
         self.channel = channel
         self.thread_ts = thread_ts
         self.error = error

@@ -79,9 +79,7 @@ def setup_logging(*, level: str = "INFO", fmt: str = "json", secrets: Iterable[s
     handler.addFilter(RedactFilter())
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}
-            )
+            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"})
         )
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

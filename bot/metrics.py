@@ -9,9 +9,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = Counter(
-            "archbot_events_received", "Slack events received, by type", ["type"], registry=r
-        )
+        self.events = Counter("archbot_events_received", "Slack events received, by type", ["type"], registry=r)
         self.events_ignored = Counter(
             "archbot_events_ignored", "Events acked but not answered, by reason", ["reason"], registry=r
         )
@@ -35,9 +33,7 @@ class Metrics:
             registry=r,
         )
         self.tokens = Counter("archbot_tokens", "Model tokens, by kind", ["kind"], registry=r)
-        self.slack_errors = Counter(
-            "archbot_slack_api_errors", "Slack API errors, by method", ["method"], registry=r
-        )
+        self.slack_errors = Counter("archbot_slack_api_errors", "Slack API errors, by method", ["method"], registry=r)
         self.feedback = Counter("archbot_feedback", "Feedback clicks, by value", ["value"], registry=r)
         self.queue_depth = Gauge("archbot_queue_depth", "Jobs queued or running", registry=r)
         self.workers_busy = Gauge("archbot_workers_busy", "Workers running a job", registry=r)

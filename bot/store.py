@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,8 @@ def m001_initial(db: Database) -> None:
             "started_at": float,
             "finished_at": float,
             "event_id": str,
+            "meta": str,
+            "owner": str,
         },
         pk="id",
         not_null={"kind", "channel", "ts", "thread_ts", "state"},
@@ -183,6 +185,7 @@ def _job(row: dict[str, Any]) -> Job:
         state=row["state"],
         reply_ts=row["reply_ts"],
         created_at=row["created_at"] or 0.0,
+        meta=json.loads(row["meta"]) if row.get("meta") else {},
     )
 
 
@@ -231,19 +234,32 @@ class Store:
         channel_type: str = "channel",
         team: str | None = None,
         event_id: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> int | None:
         """Persist a job; None when `(channel, ts)` is already queued or done (a duplicate)."""
         now = time.time()
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO jobs (kind, channel, channel_type, ts, thread_ts, user, team, text,"
-                " state, attempts, created_at, event_id) VALUES (?,?,?,?,?,?,?,?,'queued',0,?,?)",
-                (kind, channel, channel_type, ts, thread_ts, user, team, text, now, event_id),
+                " state, attempts, created_at, event_id, meta) VALUES (?,?,?,?,?,?,?,?,'queued',0,?,?,?)",
+                (
+                    kind,
+                    channel,
+                    channel_type,
+                    ts,
+                    thread_ts,
+                    user,
+                    team,
+                    text,
+                    now,
+                    event_id,
+                    json.dumps(meta) if meta else None,
+                ),
             )
             if cursor.rowcount == 0:
                 return None
             job_id = int(cursor.lastrowid or 0)
-            if channel_type != "command":
+            if kind != "review" and thread_ts:
                 db.execute(
                     "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at)"
                     " VALUES (?,?,?,?,?)",
@@ -251,20 +267,33 @@ class Store:
                 )
             return job_id
 
-    def claim_job(self, *, lease_seconds: float = LEASE_SECONDS) -> Job | None:
+    def claim_job(self, *, owner: str = "", lease_seconds: float = LEASE_SECONDS) -> Job | None:
         """Atomically take the oldest claimable job (queued, or running with an expired lease)."""
         now = time.time()
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, started_at=?"
+                "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, started_at=?, owner=?"
                 " WHERE id = (SELECT id FROM jobs WHERE state='queued'"
                 "   OR (state='running' AND lease_until < ?) ORDER BY id LIMIT 1)"
                 " RETURNING *",
-                (now + lease_seconds, now, now),
+                (now + lease_seconds, now, owner, now),
             )
             names = [d[0] for d in cursor.description or ()]
             row = cursor.fetchone()
             return _job(dict(zip(names, row, strict=True))) if row else None
+
+    def recover_orphans(self, *, owner: str, is_dead: Callable[[str], bool]) -> int:
+        """Re-queue running jobs whose owning process is gone (a crash), without waiting out the lease."""
+        rows = self._rows("SELECT id, owner FROM jobs WHERE state='running' AND COALESCE(owner,'') != ?", (owner,))
+        dead = [r["id"] for r in rows if is_dead(r["owner"] or "")]
+        with self._tx() as db:
+            for job_id in dead:
+                db.execute("UPDATE jobs SET state='queued', lease_until=NULL WHERE id=? AND state='running'", (job_id,))
+        return len(dead)
+
+    def set_thread(self, job_id: int, thread_ts: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET thread_ts=? WHERE id=?", (thread_ts, job_id))
 
     def set_reply_ts(self, job_id: int, reply_ts: str) -> None:
         with self._tx() as db:
@@ -303,9 +332,7 @@ class Store:
         return int(self._rows("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued','running')")[0]["n"])
 
     def job_counts(self) -> dict[str, int]:
-        return {
-            r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-        }
+        return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
 
     # -- threads -------------------------------------------------------------------------
     def is_bot_thread(self, channel: str, thread_ts: str) -> bool:

@@ -7,7 +7,7 @@ Identity lives in the store, not in these values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["user", "assistant"]
 JobKind = Literal["mention", "dm", "followup", "review", "assistant"]
@@ -59,6 +59,7 @@ class Job:
     state: JobState = "queued"
     reply_ts: str | None = None  # set once a reply message exists (resume updates it, never re-posts)
     created_at: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. a slash command's response_url
 
 
 @dataclass

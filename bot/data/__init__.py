@@ -1,0 +1,1 @@
+"""Data files shipped with archbot (glossary, stopword lists)."""

@@ -1,0 +1,400 @@
+"""The worker pool: claim a Job from the store, run the pipeline, end the job exactly once.
+
+    job → context (thread turns) → retrieval (hits) → model (Answer) → render → post → store
+
+Guarantees:
+- At most `ARCHBOT_CONCURRENCY` jobs run at once (one model call each).
+- A job ends once: with an answer in its thread, or an explicit failure message there.
+  A model failure (after the client's bounded retries) becomes a friendly message; any
+  other exception too; nothing escapes a worker.
+- A job interrupted by a crash is claimed again (orphan recovery at start, or its lease
+  expiring); its reply message, if it had one, is edited rather than posted twice.
+- On shutdown, running jobs get `shutdown_grace` seconds to finish; the rest are put
+  back in the queue for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.errors import ModelError, SlackPostError
+from bot.metrics import Metrics
+from bot.slack import render
+from bot.slack.context import BotIdentity, NameResolver, build_turns, clean_text, fetch_replies
+from bot.slack.post import ReplyPoster, add_reaction, post_message, remove_reaction
+from bot.store import MAX_ATTEMPTS, Store
+from bot.types import Answer, Hit, Job, Turn
+
+log = logging.getLogger(__name__)
+
+WORKING_REACTION = "eyes"
+LEASE_SECONDS = 120.0
+HEARTBEAT_SECONDS = 30.0
+IDLE_POLL_SECONDS = 2.0  # also picks up jobs whose lease expired
+HELP_TEXT = (
+    "Hi! Ask me an architecture question in a thread, for example "
+    "_how should device events reach the notification service?_ "
+    "I read the thread, search the team's docs and our pattern library, and cite what I use. "
+    "`/arch-review` reviews a proposal."
+)
+
+
+class Searcher(Protocol):
+    def search(self, query: str, k: int = 8) -> list[Hit]: ...
+
+
+class Responder(Protocol):
+    async def respond(
+        self,
+        *,
+        turns: list[Turn],
+        hits: list[Hit],
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+        mode: str = "chat",
+    ) -> Answer: ...
+
+
+def process_owner() -> str:
+    """An id for this process: host, pid and a random part (pids repeat across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether the process that owned a job is gone (only judged for this host)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host: wait for its lease to expire
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # the same pid with another id: we are its restart
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def build_search_query(turns: list[Turn], question: str) -> str:
+    """What to search for: the question, plus the thread's opening question for short follow-ups."""
+    if len(question) >= 60 or len(turns) < 2:
+        return question
+    opening = next((t.text for t in turns if t.role == "user"), "")
+    opening = opening.split(": ", 1)[-1][:300]
+    return f"{opening} {question}" if opening and opening not in question else question
+
+
+class JobRunner:
+    """Runs jobs from the store with bounded concurrency until told to stop."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        client: AsyncWebClient,
+        metrics: Metrics,
+        searcher: Searcher | None,
+        responder: Responder | None,
+        wake: asyncio.Event,
+        bot: BotIdentity | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.searcher = searcher
+        self.responder = responder
+        self.wake = wake
+        self.bot = bot
+        self.owner = process_owner()
+        self.names = NameResolver(client, store)
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._workers) and not self._stopping.is_set() and any(not w.done() for w in self._workers)
+
+    async def start(self) -> None:
+        if self.bot is None:
+            auth = await self.client.auth_test()
+            self.bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
+        recovered = self.store.recover_orphans(owner=self.owner, is_dead=owner_is_dead)
+        if recovered:
+            log.info("resuming jobs interrupted by a crash", extra={"jobs": recovered})
+        self.metrics.queue_depth.set(self.store.queue_depth())
+        self._workers = [
+            asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(self.settings.concurrency)
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running jobs finish for `grace` seconds; re-queue the rest."""
+        self._stopping.set()
+        self.wake.set()
+        running = list(self.running.items())
+        if running:
+            done, pending = await asyncio.wait([t for _, t in running], timeout=grace)
+            for job_id, task in running:
+                if task in pending:
+                    task.cancel()
+                    self.store.requeue_job(job_id)
+                    log.info("job re-queued at shutdown", extra={"job_id": job_id})
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        for w in self._workers:
+            w.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _worker(self, index: int) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self.store.claim_job(owner=self.owner, lease_seconds=LEASE_SECONDS)
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=IDLE_POLL_SECONDS)
+                continue
+            self.wake.set()  # there may be more: let an idle sibling look too
+            task = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
+            self.running[job.id] = task
+            self.metrics.workers_busy.inc()
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return
+                raise
+            except Exception:  # run_job handles its own errors; this is the last stop
+                log.exception("job crashed", extra={"job_id": job.id})
+            finally:
+                self.running.pop(job.id, None)
+                self.metrics.workers_busy.dec()
+                self.metrics.queue_depth.set(self.store.queue_depth())
+
+    async def _heartbeat(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self.store.extend_lease(job.id, lease_seconds=LEASE_SECONDS)
+
+    # -- one job -------------------------------------------------------------------------
+    async def run_job(self, job: Job) -> None:
+        extra = {"job_id": job.id, "channel": job.channel, "thread": job.thread_ts, "kind": job.kind}
+        log.info("job started", extra={**extra, "attempt": job.attempts})
+        started = time.monotonic()
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        try:
+            await self._run(job, started, extra)
+        except asyncio.CancelledError:
+            raise  # shutdown: the job is re-queued by stop()
+        except SlackPostError as exc:
+            log.warning("slack refused the answer", extra={**extra, "error": exc.error})
+            self._end(job, "failed", f"slack: {exc.error}", extra)
+        except Exception as exc:
+            log.exception("job failed", extra=extra)
+            if job.attempts < MAX_ATTEMPTS and isinstance(exc, SlackApiError):
+                self.store.requeue_job(job.id)
+                return
+            await self._post_failure(job, internal=True, extra=extra)
+            self._end(job, "failed", type(exc).__name__, extra)
+        finally:
+            heartbeat.cancel()
+
+    def _end(self, job: Job, state: str, error: str | None, extra: dict) -> None:
+        if self.store.finish_job(job.id, state=state, error=error):
+            self.metrics.jobs.labels(state if state != "done" else "answered").inc()
+            log.info("job ended", extra={**extra, "state": state})
+
+    async def _run(self, job: Job, started: float, extra: dict) -> None:
+        assert self.bot is not None
+        question = clean_text(job.text, bot_user_id=self.bot.user_id)
+        if job.kind == "review":
+            job = await self._open_review_thread(job, extra)
+            if job is None:
+                return
+        if not question:
+            await post_message(
+                self.client, channel=job.channel, text=HELP_TEXT, thread_ts=job.thread_ts, metrics=self.metrics
+            )
+            self._end(job, "done", None, extra)
+            return
+        if job.kind != "review":
+            await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+        try:
+            turns = await self._turns(job, question)
+            query = build_search_query(turns, question)
+            hits = await self._search(query)
+            poster = self._poster(job)
+            try:
+                answer = await self._answer(job, turns, hits, question, poster)
+            except ModelError as exc:
+                log.warning("model failed", extra={**extra, "status": exc.status})
+                ts = await poster.fail(*render.build_failure_message())
+                self.store.record_answer(
+                    job=job,
+                    channel=job.channel,
+                    thread_ts=job.thread_ts,
+                    message_ts=ts,
+                    question=question,
+                    answer=Answer(kind="failure", text=render.FAILURE_TEXT),
+                    latency_ms=(time.monotonic() - started) * 1000,
+                )
+                self._end(job, "failed", f"model: {exc.status}", extra)
+                return
+            parts = render.build_message_parts(answer)
+            message_ts = await poster.finish(parts)
+            first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
+            if first_text_ms is not None:
+                self.metrics.first_text_seconds.observe(first_text_ms / 1000)
+            self.store.record_answer(
+                job=job,
+                channel=job.channel,
+                thread_ts=job.thread_ts,
+                message_ts=message_ts[-1],
+                question=question,
+                answer=answer,
+                latency_ms=(time.monotonic() - started) * 1000,
+                first_text_ms=first_text_ms,
+            )
+            for kind, n in (
+                ("input", answer.usage.input_tokens),
+                ("output", answer.usage.output_tokens),
+                ("cache_read", answer.usage.cache_read_input_tokens),
+                ("cache_creation", answer.usage.cache_creation_input_tokens),
+            ):
+                if n:
+                    self.metrics.tokens.labels(kind).inc(n)
+            self._end(job, "done", None, extra)
+        finally:
+            if job.kind != "review":
+                await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+
+    def _poster(self, job: Job) -> ReplyPoster:
+        async def remember(ts: str) -> None:
+            self.store.set_reply_ts(job.id, ts)
+
+        outside_dm = job.channel_type != "im"
+        return ReplyPoster(
+            self.client,
+            channel=job.channel,
+            thread_ts=job.thread_ts,
+            mode=self.settings.stream_mode,
+            recipient_user_id=job.user if outside_dm else None,
+            recipient_team_id=job.team if outside_dm else None,
+            existing_ts=job.reply_ts,
+            on_first_post=remember,
+            metrics=self.metrics,
+        )
+
+    async def _turns(self, job: Job, question: str) -> list[Turn]:
+        assert self.bot is not None
+        messages: list[dict] = []
+        if job.thread_ts != job.ts:
+            try:
+                messages = await fetch_replies(self.client, channel=job.channel, thread_ts=job.thread_ts)
+            except SlackApiError as exc:
+                log.warning(
+                    "thread history unavailable; answering the message alone",
+                    extra={"job_id": job.id, "error": exc.response.get("error")},
+                )
+        return await build_turns(
+            messages,
+            bot=self.bot,
+            names=self.names,
+            budget_tokens=self.settings.context_tokens,
+            question_ts=job.ts if job.kind != "review" else "9999999999.999999",
+            question_text=job.text,
+            question_user=job.user,
+        )
+
+    async def _search(self, query: str) -> list[Hit]:
+        if self.searcher is None:
+            return []
+        try:
+            return await asyncio.to_thread(self.searcher.search, query, self.settings.search_k)
+        except Exception:  # answering without passages beats not answering
+            log.exception("search failed; answering without passages")
+            return []
+
+    async def _answer(self, job: Job, turns: list[Turn], hits: list[Hit], question: str, poster: ReplyPoster) -> Answer:
+        if self.responder is None:
+            from bot.architect import retrieval_only_answer
+
+            return retrieval_only_answer(question, hits)
+        model_started = time.monotonic()
+        try:
+            return await self.responder.respond(
+                turns=turns, hits=hits, on_text=poster.update, mode="review" if job.kind == "review" else "chat"
+            )
+        finally:
+            self.metrics.model_seconds.observe(time.monotonic() - model_started)
+
+    async def _open_review_thread(self, job: Job, extra: dict) -> Job | None:
+        """A review starts its own thread: a parent message in the channel, the review under it."""
+        if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
+            return job  # resumed: the thread already exists
+        title = str(job.meta.get("title") or "a proposal")
+        text = f":building_construction: Architecture review of *{render.escape_mrkdwn(title)}*, requested by <@{job.user}>"
+        try:
+            parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)
+        except SlackPostError as exc:
+            await self._tell_requester(job, exc.error)
+            self._end(job, "failed", f"slack: {exc.error}", extra)
+            return None
+        self.store.set_thread(job.id, parent)
+        self.store.add_thread(channel=job.channel, thread_ts=parent, channel_type="channel", started_by=job.user)
+        job.thread_ts = parent
+        return job
+
+    async def _tell_requester(self, job: Job, error: str | None) -> None:
+        """The bot cannot post in that channel: tell the requester privately, with the fix."""
+        hint = (
+            "I can't post in this channel"
+            + (f" (`{error}`)" if error else "")
+            + ". Invite me with `/invite @archbot` and run `/arch-review` again, or DM me the proposal."
+        )
+        response_url = job.meta.get("response_url")
+        if response_url:
+            from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+            with contextlib.suppress(Exception):
+                await AsyncWebhookClient(response_url).send(text=hint, response_type="ephemeral")
+                return
+        if job.user:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_postEphemeral(channel=job.channel, user=job.user, text=hint)
+
+    async def _post_failure(self, job: Job, *, internal: bool, extra: dict) -> None:
+        text, blocks = render.build_failure_message(internal=internal)
+        try:
+            if job.reply_ts:
+                await self.client.chat_update(channel=job.channel, ts=job.reply_ts, text=text, blocks=blocks)
+            else:
+                await post_message(
+                    self.client,
+                    channel=job.channel,
+                    text=text,
+                    blocks=blocks,
+                    thread_ts=job.thread_ts or None,
+                    metrics=self.metrics,
+                )
+        except Exception:
+            log.exception("could not post the failure message", extra=extra)

@@ -1,0 +1,64 @@
+"""The index's tables, under their own migration set ("archbot-index") in the bot's SQLite file.
+
+- `ix_files`: one row per indexed file: where it came from, its content hash and stat
+  signature (a no-change re-index compares stats and reads nothing).
+- `ix_chunks`: the passages as sent to the model, with their heading path.
+- `ix_fts`: FTS5 over pre-analysed terms (see `text.py`) in four weighted columns:
+  title, heading path, file path, body. The tokenizer is `unicode61` with `_` as a token
+  character: our analyser has already segmented Chinese and joined identifiers with `_`,
+  so unicode61 only has to split on the spaces we put there. rowid = `ix_chunks.id`.
+- `ix_rewrites`: cached model rewrites of questions (optional feature).
+
+Writers change these tables inside one transaction per index run; readers on WAL keep
+seeing the previous snapshot until it commits.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("archbot-index")
+
+
+@migrations()
+def m001_index(db: Database) -> None:
+    db.table("ix_files").create(
+        {
+            "id": int,
+            "source": str,
+            "path": str,
+            "hash": str,
+            "size": int,
+            "mtime_ns": int,
+            "title": str,
+            "chunks": int,
+            "indexed_at": float,
+        },
+        pk="id",
+        not_null={"source", "path", "hash"},
+    )
+    db.table("ix_files").create_index(["source", "path"], unique=True)
+    db.table("ix_chunks").create(
+        {
+            "id": int,
+            "file_id": int,
+            "ordinal": int,
+            "heading": str,
+            "text": str,
+        },
+        pk="id",
+        foreign_keys=[("file_id", "ix_files", "id")],
+    )
+    db.table("ix_chunks").create_index(["file_id"])
+    db.execute(
+        "CREATE VIRTUAL TABLE ix_fts USING fts5("
+        "title, heading, path, body, "
+        "tokenize = \"unicode61 remove_diacritics 2 tokenchars '_'\")"
+    )
+    db.execute("CREATE VIRTUAL TABLE ix_vocab USING fts5vocab(ix_fts, 'row')")
+    db.table("ix_rewrites").create({"key": str, "value": str, "created_at": float}, pk="key")
+
+
+def migrate(db: Database) -> None:
+    migrations.apply(db)

@@ -1,0 +1,336 @@
+"""Search: a question → ranked, distinct passages (`Hit`s).
+
+How a question is ranked:
+1. It is analysed into *concepts* (`analyse`): each topical word or identifier of the
+   question, with its alternatives: the bilingual glossary's renderings in the other
+   language, an identifier's parts, a Chinese compound's sub-words. Stopwords drop out.
+2. FTS5 fetches candidates for all alternative terms OR-ed, ranked by BM25 with column
+   weights (title, heading path, file path, body).
+3. Candidates are re-scored by *coverage*: the IDF-weighted share of the question's
+   concepts a passage contains in any language, plus the normalised BM25. Coverage is what
+   makes a Chinese passage that contains every concept beat an English one that repeats one
+   word, and it is what lets glossary translations count without drowning the original words.
+4. Near-duplicates (the corpus repeats itself across files) collapse, and the first results
+   come from distinct files, so the top 5 are 5 different places.
+
+`Searcher` is safe to share between threads: each thread gets its own read connection,
+and every query is one autocommit read, so an index swap in another process is seen whole
+or not at all (WAL).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rjieba
+
+from bot.retrieval.text import (
+    _CAMEL,
+    _CJK_CHAR,
+    _SEP,
+    _TOKEN_OR_CJK,
+    MAX_WORD,
+    fold,
+    glossary,
+    stopwords,
+)
+from bot.types import Hit
+
+CANDIDATES = 200  # FTS rows re-scored per query
+MAX_TERMS = 64  # FTS terms per query
+WEIGHTS = (4.0, 3.0, 3.0, 1.0)  # bm25 column weights: title, heading, path, body
+COVERAGE_WEIGHT = 1.0
+BM25_WEIGHT = 0.5
+DUPLICATE_JACCARD = 0.8
+SNIPPET_CHARS = 240
+
+
+@dataclass
+class Concept:
+    """One thing the question asks about, with every way a passage may say it."""
+
+    label: str
+    alternatives: list[tuple[str, ...]] = field(default_factory=list)  # each: terms that must all appear
+    weight: float = 1.0
+
+    def add(self, alt: tuple[str, ...]) -> None:
+        alt = tuple(t for t in alt if t)
+        if alt and alt not in self.alternatives:
+            self.alternatives.append(alt)
+
+    def terms(self) -> list[str]:
+        return [t for alt in self.alternatives for t in alt]
+
+    def matched(self, present: set[str]) -> bool:
+        return any(all(t in present for t in alt) for alt in self.alternatives)
+
+
+@dataclass
+class _Unit:
+    """A word of the question as it was written."""
+
+    key: str  # folded form used for glossary lookup
+    alts: list[tuple[str, ...]]  # how the index may hold it
+    ident: bool = False
+
+
+def _units(query: str) -> list[_Unit]:
+    units: list[_Unit] = []
+    for match in _TOKEN_OR_CJK.finditer(query):
+        run = match.group()
+        if _CJK_CHAR.match(run):
+            for word in rjieba.cut(run):
+                if not word.strip():
+                    continue
+                alts: list[tuple[str, ...]] = [(word,)]
+                if len(word) >= 3:
+                    subs = tuple(w for w in rjieba.cut_for_search(word) if w != word and len(w) >= 2)
+                    if len(subs) >= 2:
+                        alts.append(subs)
+                units.append(_Unit(word, alts))
+            continue
+        if len(run) > MAX_WORD:
+            continue
+        pieces = [p for p in _SEP.split(run) if p]
+        parts: list[str] = []
+        for piece in pieces:
+            camel = _CAMEL.findall(piece)
+            parts.extend(camel if camel else [piece])
+        if len(parts) > 1:
+            whole = "_".join(p.lower() for p in pieces)
+            alts = [(whole,), tuple(fold(p) for p in parts)]
+            if len(pieces) == 1:  # CamelCase word: also its lower-case form is the whole
+                alts[0] = (pieces[0].lower(),)
+            units.append(_Unit(whole, alts, ident=True))
+        else:
+            word = fold(run)
+            units.append(_Unit(word, [(word,)]))
+    return units
+
+
+def analyse(query: str) -> list[Concept]:
+    """Split a question into concepts with their cross-language alternatives."""
+    units = _units(query)
+    stop = stopwords()
+    gloss = glossary()
+    concepts: list[Concept] = []
+    i = 0
+    while i < len(units):
+        matched = False
+        for n in range(min(gloss.longest, len(units) - i), 0, -1):
+            key = tuple(u.key for u in units[i : i + n])
+            if n == 1 and units[i].ident and key not in gloss.entries:
+                key = tuple(units[i].alts[0])
+            translations = gloss.entries.get(key)
+            if not translations:
+                continue
+            if n == 1 and key[0] in stop:
+                break
+            concept = Concept(" ".join(key))
+            for unit in units[i : i + n]:
+                pass
+            concept.add(key)
+            if n == 1:
+                for alt in units[i].alts:
+                    concept.add(alt)
+            for translation in translations:
+                concept.add(translation)
+            concepts.append(concept)
+            i += n
+            matched = True
+            break
+        if matched:
+            continue
+        unit = units[i]
+        i += 1
+        if unit.key in stop or (len(unit.key) == 1 and not unit.key.isdigit() and not _CJK_CHAR.match(unit.key)):
+            continue
+        concept = Concept(unit.key)
+        for alt in unit.alts:
+            concept.add(alt)
+        concepts.append(concept)
+    # one concept per label
+    merged: dict[str, Concept] = {}
+    for concept in concepts:
+        if concept.label in merged:
+            for alt in concept.alternatives:
+                merged[concept.label].add(alt)
+        else:
+            merged[concept.label] = concept
+    return list(merged.values())
+
+
+def _fts_query(terms: list[str]) -> str:
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+_NOISE = re.compile(r"[*_`#>|]+|!\[[^\]]*\]\([^)]*\)|<[^>]+>|\s+")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+def snippet(text: str, concepts: list[Concept], limit: int = SNIPPET_CHARS) -> str:
+    """The passage's most on-topic line(s), cleaned of markdown, at most `limit` characters."""
+    needles = {t for c in concepts for t in c.terms() if len(t) > 1}
+    lines = [line for line in text.split("\n") if line.strip() and not set(line.strip()) <= set("|-: `~")]
+    best, best_score = 0, -1
+    for n, line in enumerate(lines):
+        low = line.lower()
+        score = sum(1 for t in needles if t.replace("_", "") in low.replace("_", ""))
+        if score > best_score:
+            best, best_score = n, score
+    picked = " ".join(lines[best : best + 3]) if lines else text
+    clean = _NOISE.sub(" ", _LINK.sub(r"\1", picked)).strip()
+    return clean if len(clean) <= limit else clean[: limit - 1].rstrip() + "…"
+
+
+class Searcher:
+    """Ranked passages from the index in `db_path`. Thread-safe; never raises for a missing index."""
+
+    def __init__(self, db_path: Path, *, docs_url: str | None = None, rewriter: object | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.docs_url = docs_url
+        self.rewriter = rewriter
+        self._local = threading.local()
+
+    # -- connections ---------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection | None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if not self.db_path.is_file():
+            return None
+        conn = sqlite3.connect(str(self.db_path), check_same_thread=False, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- search --------------------------------------------------------------------------
+    def search(self, query: str, k: int = 8) -> list[Hit]:
+        """The k best passages for a question, best first, from distinct places."""
+        if k <= 0 or not query.strip():
+            return []
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            return self._search(conn, query, k)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
+    def _search(self, conn: sqlite3.Connection, query: str, k: int) -> list[Hit]:
+        concepts = analyse(query)
+        if not concepts:
+            return []
+        all_terms: list[str] = []
+        for concept in concepts:
+            for t in concept.terms():
+                if t not in all_terms:
+                    all_terms.append(t)
+        all_terms = all_terms[:MAX_TERMS]
+        total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
+        if not total:
+            return []
+        placeholders = ",".join("?" * len(all_terms))
+        df = dict(conn.execute(f"SELECT term, doc FROM ix_vocab WHERE term IN ({placeholders})", all_terms).fetchall())
+
+        def idf(term: str) -> float:
+            n = df.get(term, 0)
+            return math.log(1 + (total - n + 0.5) / (n + 0.5))
+
+        live: list[Concept] = []
+        for concept in concepts:
+            weights = [max(idf(t) for t in alt) for alt in concept.alternatives if all(t in df for t in alt)]
+            if weights:
+                concept.weight = max(weights)
+                live.append(concept)
+        if not live:
+            return []
+        terms = [t for t in all_terms if t in df]
+        rows = conn.execute(
+            "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r, title, heading, path, body FROM ix_fts "
+            "WHERE ix_fts MATCH ? ORDER BY r LIMIT ?",
+            (*WEIGHTS, _fts_query(terms), CANDIDATES),
+        ).fetchall()
+        if not rows:
+            return []
+        best_bm25 = max(-r[1] for r in rows) or 1.0
+        total_weight = sum(c.weight for c in live)
+        scored = []
+        for rowid, r, title, heading, path, body in rows:
+            body_terms = set(body.split())
+            present = body_terms | set(title.split()) | set(heading.split()) | set(path.split())
+            coverage = sum(c.weight for c in live if c.matched(present)) / total_weight
+            score = COVERAGE_WEIGHT * coverage + BM25_WEIGHT * (-r / best_bm25)
+            scored.append((score, rowid, body_terms))
+        scored.sort(key=lambda s: -s[0])
+        ids = [rowid for _, rowid, _ in scored]
+        meta = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT c.id, c.file_id, c.heading, c.text, f.source, f.path, f.title "
+                f"FROM ix_chunks c JOIN ix_files f ON f.id = c.file_id WHERE c.id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        chosen: list[tuple[float, int, set[str]]] = []
+        later: list[tuple[float, int, set[str]]] = []
+        files: set[int] = set()
+        for item in scored:
+            _, rowid, body_terms = item
+            if rowid not in meta:
+                continue
+            if any(_jaccard(body_terms, other) >= DUPLICATE_JACCARD for _, _, other in chosen):
+                continue
+            file_id = meta[rowid][0]
+            if file_id in files:
+                later.append(item)
+                continue
+            files.add(file_id)
+            chosen.append(item)
+            if len(chosen) >= k:
+                break
+        if len(chosen) < k:  # fewer distinct files than k: second passages from the same files
+            for item in later:
+                if any(_jaccard(item[2], other) >= DUPLICATE_JACCARD for _, _, other in chosen):
+                    continue
+                chosen.append(item)
+                if len(chosen) >= k:
+                    break
+        hits = []
+        for score, rowid, _ in chosen:
+            _, heading, text, source, path, title = meta[rowid]
+            url = None
+            if self.docs_url and source != "knowledge":
+                url = self.docs_url.rstrip("/") + "/" + path
+            hits.append(
+                Hit(
+                    path=path,
+                    heading=heading,
+                    score=round(score, 4),
+                    snippet=snippet(text, live),
+                    text=text,
+                    source=source,
+                    url=url,
+                    title=title or "",
+                )
+            )
+        return hits
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,153 @@
+"""Turning text into search terms, the same way for documents and questions.
+
+One analyser serves both sides, so whatever a document was indexed as, a question can
+match. It emits space-separated terms that the FTS5 `unicode61` tokenizer (with `_` as a
+token character) keeps whole:
+
+- Chinese runs are segmented with rjieba (jieba's dictionary, in Rust: the whole corpus in
+  well under a second, where pure-Python jieba took most of the indexing time).
+  `cut_for_search` also emits the short words inside long compounds, so `用户服务` finds
+  `用户` and `服务` too.
+- ASCII identifiers survive whole *and* split: `cloudphone.billing.saga.execution` becomes
+  `cloudphone_billing_saga_execution` plus each part; `getUserById` becomes `getuserbyid`
+  plus `get`, `user`, `by`, `id`; `DB_PASSWORD` becomes `db_password`, `db`, `password`.
+- A light plural fold (`queues` → `queue`) instead of a full stemmer: the same rule runs on
+  both sides, and the bilingual glossary covers the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+import rjieba
+
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_RUN = re.compile(f"[{CJK}]+")
+_CJK_CHAR = re.compile(f"[{CJK}]")
+# An identifier-ish run: words joined by . _ - / : (paths, dotted names, env vars, URLs).
+_WORD = re.compile(r"[A-Za-z0-9_]+(?:[.\-/:@][A-Za-z0-9_]+)*")
+_SEP = re.compile(r"[._\-/:@]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_TOKEN_OR_CJK = re.compile(rf"[{CJK}]+|[A-Za-z0-9_]+(?:[.\-/:@][A-Za-z0-9_]+)*")
+
+MAX_WORD = 64  # longer ASCII runs (hashes, base64) are noise
+
+
+def _data(name: str) -> str:
+    return resources.files("bot.data").joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def stopwords() -> frozenset[str]:
+    """English and Chinese words that carry no topic ("how", "我们", "怎么")."""
+    words: set[str] = set()
+    for name in ("stopwords_en.txt", "stopwords_zh.txt"):
+        for line in _data(name).splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                words.update(w.lower() for w in line.split())
+    return frozenset(words)
+
+
+def fold(word: str) -> str:
+    """Lower-case and fold a plural; identity for Chinese."""
+    w = word.lower()
+    if len(w) > 4 and w.isascii() and w.isalpha():
+        if w.endswith("ies"):
+            return w[:-3] + "y"
+        if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+            return w[:-1]
+    return w
+
+
+def _ascii_terms(word: str, out: list[str]) -> None:
+    if len(word) > MAX_WORD:
+        return
+    pieces = [p for p in _SEP.split(word) if p]
+    parts: list[str] = []
+    for piece in pieces:
+        camel = _CAMEL.findall(piece)
+        parts.extend(camel if camel else [piece])
+    if len(parts) > 1:
+        out.append("_".join(p.lower() for p in pieces))  # the identifier whole
+        # camelCase words also whole (getUserById → getuserbyid)
+        if len(pieces) > 1:
+            out.extend(p.lower() for p in pieces if _CAMEL.findall(p) and len(_CAMEL.findall(p)) > 1)
+    out.extend(fold(p) for p in parts)
+
+
+def terms(text: str, *, search: bool = True) -> list[str]:
+    """The search terms of a text, in order (with repeats)."""
+    out: list[str] = []
+    for match in _TOKEN_OR_CJK.finditer(text):
+        run = match.group()
+        if _CJK_CHAR.match(run):
+            out.extend(rjieba.cut_for_search(run) if search else rjieba.cut(run))
+        else:
+            _ascii_terms(run, out)
+    return out
+
+
+def index_text(text: str) -> str:
+    """The FTS column value for a text: its terms, space-separated."""
+    return " ".join(terms(text))
+
+
+def has_cjk(text: str) -> bool:
+    return _CJK_CHAR.search(text) is not None
+
+
+# -- the glossary ---------------------------------------------------------------------
+
+
+@dataclass
+class Glossary:
+    """Bilingual software vocabulary: an English term ↔ its Chinese renderings.
+
+    Keys are term tuples (an English phrase's words, or a Chinese word as rjieba cuts it);
+    values are the other language's renderings, each a tuple of terms.
+    """
+
+    entries: dict[tuple[str, ...], list[tuple[str, ...]]] = field(default_factory=dict)
+    longest: int = 1
+
+    def add(self, key: tuple[str, ...], value: tuple[str, ...]) -> None:
+        if not key or not value or key == value:
+            return
+        bucket = self.entries.setdefault(key, [])
+        if value not in bucket:
+            bucket.append(value)
+        self.longest = max(self.longest, len(key))
+
+
+def _phrase_terms(phrase: str) -> tuple[str, ...]:
+    if has_cjk(phrase):
+        return tuple(t for t in rjieba.cut(phrase) if t.strip())
+    return tuple(fold(w) for w in re.findall(r"[A-Za-z0-9]+", phrase))
+
+
+@cache
+def glossary() -> Glossary:
+    """Load bot/data/glossary.tsv: `english | variants<TAB>中文 | 变体` per line."""
+    g = Glossary()
+    for line in _data("glossary.tsv").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "\t" not in line:
+            continue
+        en_side, zh_side = line.split("\t", 1)
+        ens = [_phrase_terms(p) for p in en_side.split("|") if p.strip()]
+        zhs = [_phrase_terms(p) for p in zh_side.split("|") if p.strip()]
+        for en in ens:
+            for zh in zhs:
+                g.add(en, zh)
+                g.add(zh, en)
+            # English variants find each other (e.g. "mq" ↔ "message queue")
+            for other in ens:
+                g.add(en, other)
+        for zh in zhs:
+            for other in zhs:
+                g.add(zh, other)
+    return g

@@ -1,0 +1,72 @@
+"""Wiring: the Slack Web API client and the Bolt app, built the same way for both transports.
+
+`build_client` gives an `AsyncWebClient` on `SLACK_API_URL` with retry handlers for rate
+limits (several 429s in a row, honouring Retry-After), connection errors and 5xx.
+`build_app` hands that client to `AsyncApp`, so Bolt's own calls (auth.test,
+apps.connections.open for Socket Mode) follow the same base URL, and registers every
+listener in one place (`bot/slack/listeners.py`), whichever transport delivers the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    """What listeners need: the store to persist jobs, and a way to wake the workers."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)
+    searcher: object | None = None  # bot.retrieval.Searcher, for the App Home and assistant prompts
+
+
+def build_client(settings: Settings, *, timeout: int = 30) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=timeout,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=3),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
+    """The Bolt app with every listener registered. Acks are sent after the listener ran
+    (process_before_response): a job is durable in the store before Slack hears "ok"."""
+    settings = deps.settings
+    app = AsyncApp(
+        client=client,
+        signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=True,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("slack_bolt.App"),
+    )
+    from bot.slack.listeners import register_listeners
+
+    register_listeners(app, deps)
+    return app

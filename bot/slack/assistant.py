@@ -1,0 +1,185 @@
+"""Slack's AI assistant surface: suggested prompts when a thread opens, a status line while working.
+
+When the app has the assistant view enabled (manifest.yml `assistant_view`), Slack sends
+`assistant_thread_started` as someone opens the archbot panel. `on_assistant_thread_started`
+answers with 3–4 suggested prompts, drawn from the team's own docs where it can (titles of
+indexed documents, found through the searcher) and topped up with general architecture
+questions. `set_status` shows the "is thinking…" line under the thread while a job runs.
+
+Both are cosmetic: a failure is logged and swallowed, never raised into the job.
+
+`build_suggested_prompts()` is pure, so the choice of prompts is tested without Slack.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPTS = 4
+DOC_PROMPTS = 2  # at most this many come from doc titles; the rest stay general
+TITLE_CHARS = 60
+THINKING_STATUS = "is reading the docs…"
+SUGGESTED_TITLE = "Ask about your architecture, for example:"
+# Broad queries that surface a team's design documents, whatever the team calls them.
+SEED_QUERIES = ("architecture overview", "design decision", "service boundaries", "deployment", "架构 设计")
+_JUNK_TITLE = re.compile(
+    r"^(readme|changelog|license|licence|index|todo|notes?|contributing|untitled|test|draft)\b", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    title: str  # the short label on the button
+    message: str  # what is sent when it is clicked
+
+    def as_slack(self) -> dict[str, str]:
+        return {"title": self.title, "message": self.message}
+
+
+GENERIC_PROMPTS: tuple[Prompt, ...] = (
+    Prompt(
+        "Protect us from a slow dependency",
+        "How do we keep a slow downstream service from taking ours down?",
+    ),
+    Prompt(
+        "Events or direct calls?",
+        "When should one of our services publish an event instead of calling another service directly?",
+    ),
+    Prompt(
+        "Review a design before I propose it",
+        "I'm about to propose a design change. What should I check it against in our architecture first?",
+    ),
+    Prompt(
+        "Who owns which data?",
+        "Which service owns which data in our system, and how are other services supposed to read it?",
+    ),
+)
+
+
+def usable_title(title: str) -> str | None:
+    """A doc title fit for a button: cleaned, not a file name or a boilerplate page; else None."""
+    text = " ".join(re.sub(r"[#*_`>\[\]]+", " ", title).split()).strip(" -:·")
+    if len(text) < 4 or _JUNK_TITLE.match(text):
+        return None
+    if re.fullmatch(r"[\w./-]+\.(md|markdown|txt|rst)", text, re.IGNORECASE):
+        return None
+    if len(text) > TITLE_CHARS:
+        cut = text[:TITLE_CHARS].rsplit(" ", 1)[0]
+        text = (cut if len(cut) >= 20 else text[:TITLE_CHARS]).rstrip(" ,;:-") + "…"
+    return text
+
+
+def build_suggested_prompts(doc_titles: list[str], *, limit: int = MAX_PROMPTS) -> list[Prompt]:
+    """Up to `DOC_PROMPTS` prompts about the team's documents, then general ones, `limit` in all."""
+    prompts: list[Prompt] = []
+    seen: set[str] = set()
+    for raw in doc_titles:
+        title = usable_title(raw)
+        if title is None or title.casefold() in seen:
+            continue
+        seen.add(title.casefold())
+        prompts.append(
+            Prompt(
+                title=f"Explain “{title}”",
+                message=f"Summarise what our docs say about “{title}”: the design, why it was chosen, "
+                "the trade-offs, and anything still open.",
+            )
+        )
+        if len(prompts) >= DOC_PROMPTS:
+            break
+    for prompt in GENERIC_PROMPTS:
+        if len(prompts) >= limit:
+            break
+        prompts.append(prompt)
+    return prompts[:limit]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def doc_titles(searcher: Any, *, limit: int = 8) -> list[str]:
+    """Titles of the team's indexed documents (not the bundled pattern library), best effort.
+
+    Uses the searcher's `doc_titles()` when it has one, else a few broad searches; any error
+    gives an empty list (the prompts then stay general).
+    """
+    if searcher is None:
+        return []
+    try:
+        lister = getattr(searcher, "doc_titles", None)
+        if callable(lister):
+            return [str(t) for t in await _maybe_await(lister(limit=limit)) if t][:limit]
+        search = getattr(searcher, "search", None)
+        if not callable(search):
+            return []
+        titles: list[str] = []
+        for query in SEED_QUERIES:
+            for hit in await _maybe_await(search(query, k=5)) or []:
+                if getattr(hit, "source", "") == "knowledge":
+                    continue  # the bundled library is not "the team's docs"
+                title = getattr(hit, "title", "") or str(getattr(hit, "heading", "")).split(" > ")[0]
+                if title and title not in titles:
+                    titles.append(title)
+            if len(titles) >= limit:
+                break
+        return titles[:limit]
+    except Exception:
+        log.warning("assistant: could not read doc titles for suggested prompts", exc_info=True)
+        return []
+
+
+async def on_assistant_thread_started(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str,
+    settings: Settings,
+    searcher: Any,
+) -> list[Prompt]:
+    """Offer suggested prompts in a new assistant thread; returns what was offered ([] on failure)."""
+    prompts = build_suggested_prompts(await doc_titles(searcher))
+    try:
+        await client.assistant_threads_setSuggestedPrompts(
+            channel_id=channel,
+            thread_ts=thread_ts,
+            title=SUGGESTED_TITLE,
+            prompts=[p.as_slack() for p in prompts],
+        )
+    except SlackApiError as exc:
+        log.warning(
+            "assistant: setSuggestedPrompts failed",
+            extra={"channel": channel, "thread_ts": thread_ts, "error": exc.response.get("error")},
+        )
+        return []
+    except Exception:
+        log.warning("assistant: setSuggestedPrompts failed", extra={"channel": channel}, exc_info=True)
+        return []
+    return prompts
+
+
+async def set_status(client: AsyncWebClient, *, channel: str, thread_ts: str, status: str) -> bool:
+    """Show (or with "" clear) the status line under an assistant thread. Cosmetic: never raises."""
+    try:
+        await client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+    except SlackApiError as exc:
+        log.info(
+            "assistant: setStatus failed",
+            extra={"channel": channel, "thread_ts": thread_ts, "error": exc.response.get("error")},
+        )
+        return False
+    except Exception:
+        log.warning("assistant: setStatus failed", extra={"channel": channel}, exc_info=True)
+        return False
+    return True

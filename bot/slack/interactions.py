@@ -1,0 +1,209 @@
+"""Slash command, modals and buttons: `/arch-review` and answer feedback.
+
+Everything here acks within Slack's 3 seconds and leaves slow work to a Job:
+- `/arch-review <text>` queues a review job (the review appears in the channel as a new
+  thread); `/arch-review` alone opens a modal at once (a trigger_id lives 3 s, once), and
+  its submission queues the same job, the channel carried in `private_metadata`.
+- A 👍/👎 click is stored with the answer and the clicker, counted in `/metrics`, and
+  acknowledged privately; a 👎 offers an optional "what was missing?" modal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.app import Deps
+from bot.slack.render import FEEDBACK_ACTION_ID
+
+log = logging.getLogger(__name__)
+
+REVIEW_CALLBACK = "arch_review_modal"
+FEEDBACK_CALLBACK = "archbot_feedback_comment"
+REVIEW_QUEUED = "Got it: reviewing your proposal. The review will appear in this channel as a new thread."
+
+
+def build_review_modal(*, channel_id: str) -> dict[str, Any]:
+    def field(block_id: str, label: str, *, multiline: bool, optional: bool, hint: str) -> dict[str, Any]:
+        return {
+            "type": "input",
+            "block_id": block_id,
+            "optional": optional,
+            "label": {"type": "plain_text", "text": label},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "value",
+                "multiline": multiline,
+                "placeholder": {"type": "plain_text", "text": hint},
+            },
+        }
+
+    return {
+        "type": "modal",
+        "callback_id": REVIEW_CALLBACK,
+        "private_metadata": json.dumps({"channel": channel_id}),
+        "title": {"type": "plain_text", "text": "Architecture review"},
+        "submit": {"type": "plain_text", "text": "Review"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            field("title", "Title", multiline=False, optional=False, hint="Move device events to an outbox"),
+            field("proposal", "Proposal", multiline=True, optional=False, hint="What you want to build or change"),
+            field("context", "Context and constraints", multiline=True, optional=True, hint="Scale, team, deadlines"),
+            field("concerns", "Specific concerns", multiline=True, optional=True, hint="What worries you most"),
+        ],
+    }
+
+
+def build_feedback_modal(*, channel: str, message_ts: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": FEEDBACK_CALLBACK,
+        "private_metadata": json.dumps({"channel": channel, "message_ts": message_ts}),
+        "title": {"type": "plain_text", "text": "What was missing?"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Skip"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "comment",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "What would have made this answer useful?"},
+                "element": {"type": "plain_text_input", "action_id": "value", "multiline": True},
+            }
+        ],
+    }
+
+
+def _value(values: dict[str, Any], block_id: str) -> str:
+    return str(((values.get(block_id) or {}).get("value") or {}).get("value") or "").strip()
+
+
+def compose_proposal(values: dict[str, Any]) -> tuple[str, str]:
+    """Modal values → (title, the proposal text the review job reads)."""
+    title = _value(values, "title")
+    parts = [f"Proposal: {title}", _value(values, "proposal")]
+    for label, block in (("Context and constraints", "context"), ("Specific concerns", "concerns")):
+        text = _value(values, block)
+        if text:
+            parts.append(f"{label}: {text}")
+    return title, "\n\n".join(p for p in parts if p)
+
+
+def register_interactions(app: AsyncApp, deps: Deps) -> None:
+    store = deps.store
+
+    def queue_review(*, channel: str, user: str, team: str | None, key: str, text: str, meta: dict) -> int | None:
+        job_id = store.enqueue(
+            kind="review",
+            channel=channel,
+            ts=key,
+            thread_ts="",
+            user=user,
+            text=text,
+            channel_type="command",
+            team=team,
+            meta=meta,
+        )
+        if job_id is not None:
+            deps.metrics.queue_depth.inc()
+            deps.wake.set()
+        return job_id
+
+    @app.command("/arch-review")
+    async def on_review(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        text = str(command.get("text") or "").strip()
+        channel = str(command.get("channel_id") or "")
+        if not text:
+            try:
+                await client.views_open(trigger_id=command["trigger_id"], view=build_review_modal(channel_id=channel))
+                await ack()
+            except SlackApiError as exc:
+                error = exc.response.get("error")
+                log.info("review modal failed to open", extra={"error": error, "channel": channel})
+                await ack(
+                    response_type="ephemeral",
+                    text="The review form took too long to open (Slack allows 3 seconds). "
+                    "Run `/arch-review` again, or pass the proposal as text: `/arch-review <proposal>`.",
+                )
+            return
+        title = text.split("\n", 1)[0][:80]
+        queue_review(
+            channel=channel,
+            user=str(command.get("user_id")),
+            team=command.get("team_id"),
+            key=f"cmd:{command.get('trigger_id')}",
+            text=text,
+            meta={"title": title, "response_url": command.get("response_url")},
+        )
+        await ack(response_type="ephemeral", text=REVIEW_QUEUED)
+
+    @app.view(REVIEW_CALLBACK)
+    async def on_review_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = (view.get("state") or {}).get("values") or {}
+        title, text = compose_proposal(values)
+        errors = {}
+        if not title:
+            errors["title"] = "Give the proposal a title."
+        if not _value(values, "proposal"):
+            errors["proposal"] = "Describe the proposal."
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        meta = json.loads(view.get("private_metadata") or "{}")
+        user = (body.get("user") or {}).get("id")
+        queue_review(
+            channel=str(meta.get("channel") or user),
+            user=str(user),
+            team=(body.get("team") or {}).get("id"),
+            key=f"view:{view.get('id')}",
+            text=text,
+            meta={"title": title},
+        )
+        await ack()
+
+    @app.action(FEEDBACK_ACTION_ID)
+    async def on_feedback(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        value = "up" if action.get("value") in ("up", "positive") else "down"
+        channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id"))
+        message = body.get("message") or {}
+        message_ts = str(message.get("ts") or (body.get("container") or {}).get("message_ts"))
+        user = str((body.get("user") or {}).get("id"))
+        store.record_feedback(channel=channel, message_ts=message_ts, user=user, value=value)
+        deps.metrics.feedback.labels(value).inc()
+        log.info("feedback", extra={"channel": channel, "message_ts": message_ts, "value": value})
+        if value == "down" and body.get("trigger_id"):
+            try:
+                await client.views_open(
+                    trigger_id=body["trigger_id"], view=build_feedback_modal(channel=channel, message_ts=message_ts)
+                )
+                return
+            except SlackApiError:
+                pass  # the thanks below is enough
+        thanks = "Thanks for the feedback!" if value == "up" else "Thanks: noted that this answer missed the mark."
+        try:
+            await client.chat_postEphemeral(
+                channel=channel, user=user, text=thanks, thread_ts=message.get("thread_ts") or message_ts
+            )
+        except SlackApiError as exc:
+            log.info("feedback acknowledgement failed", extra={"error": exc.response.get("error")})
+
+    @app.view(FEEDBACK_CALLBACK)
+    async def on_feedback_comment(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()
+        meta = json.loads(view.get("private_metadata") or "{}")
+        comment = _value((view.get("state") or {}).get("values") or {}, "comment")
+        if comment and meta.get("channel") and meta.get("message_ts"):
+            store.record_feedback(
+                channel=meta["channel"],
+                message_ts=meta["message_ts"],
+                user=str((body.get("user") or {}).get("id")),
+                value="down",
+                comment=comment,
+            )

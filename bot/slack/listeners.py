@@ -1,0 +1,210 @@
+"""Listeners: check an event, dedupe it, persist a Job, ack. Nothing slow happens here.
+
+Which messages become questions (`classify_message`):
+- `app_mention` in a channel, and a `message` that mentions the bot (its twin): a mention.
+- Any message in a DM with the bot.
+- A reply in a thread the bot takes part in (`threads` table), without a mention.
+Never: bots (our own echoes, other apps with `bot_id`, legacy `bot_message`), edits,
+deletions and other subtypes, threads the bot never joined.
+
+Deduplication is the store's unique `(channel, ts)`: the mention/message twins and Slack's
+redeliveries insert one job. Every subscribed event has a listener, so each one is acked
+(an event without a listener would be a 404 and Slack would redeliver it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.app import Deps
+
+log = logging.getLogger(__name__)
+
+ANSWERABLE_SUBTYPES = {None, "file_share", "thread_broadcast"}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A message that must be answered, parsed out of a raw event."""
+
+    kind: str  # mention | dm | followup
+    channel: str
+    channel_type: str
+    ts: str
+    thread_ts: str
+    user: str
+    team: str | None
+    text: str
+
+
+def classify_message(
+    event: dict[str, Any],
+    *,
+    bot_user_id: str | None,
+    is_bot_thread: Callable[[str, str], bool],
+    event_type: str,
+) -> tuple[Question | None, str]:
+    """Decide whether an event is a question for us; returns (question, reason when not)."""
+    if event.get("bot_id") or event.get("subtype") == "bot_message" or event.get("bot_profile"):
+        return None, "bot"
+    if event.get("subtype") not in ANSWERABLE_SUBTYPES:
+        return None, f"subtype:{event.get('subtype')}"
+    if event.get("edited"):
+        return None, "edited"
+    user = event.get("user")
+    channel = event.get("channel")
+    ts = event.get("ts")
+    if not user or not channel or not ts:
+        return None, "incomplete"
+    if user == bot_user_id:
+        return None, "self"
+    text = str(event.get("text") or "")
+    thread_ts = str(event.get("thread_ts") or ts)
+    channel_type = str(event.get("channel_type") or ("channel" if event_type == "app_mention" else "channel"))
+    if channel.startswith("D") and channel_type == "channel":
+        channel_type = "im"
+    team = event.get("team") or event.get("user_team")
+    mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in text
+    if channel_type == "im":
+        kind = "dm"
+    elif event_type == "app_mention" or mentioned:
+        kind = "mention"
+    elif event.get("thread_ts") and event.get("thread_ts") != ts and is_bot_thread(channel, thread_ts):
+        kind = "followup"
+    else:
+        return None, "not_for_us"
+    return (
+        Question(
+            kind=kind,
+            channel=channel,
+            channel_type=channel_type,
+            ts=str(ts),
+            thread_ts=thread_ts,
+            user=str(user),
+            team=str(team) if team else None,
+            text=text,
+        ),
+        "",
+    )
+
+
+def register_listeners(app: AsyncApp, deps: Deps) -> None:
+    """Every listener archbot has, for both transports."""
+    metrics = deps.metrics
+    store = deps.store
+
+    @app.middleware
+    async def measure_ack(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
+        started = time.perf_counter()
+        body = req.body or {}
+        kind = (body.get("event") or {}).get("type") or body.get("type") or body.get("command") or "unknown"
+        metrics.events.labels(str(kind)).inc()
+        if not deps.accepting and body.get("type") == "event_callback":
+            # Shutting down: refuse, so Slack redelivers the event to the next process.
+            return BoltResponse(status=503, body="shutting down")
+        result = await next()
+        metrics.ack_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def enqueue(question: Question, event_id: str | None) -> None:
+        job_id = store.enqueue(
+            kind=question.kind,
+            channel=question.channel,
+            ts=question.ts,
+            thread_ts=question.thread_ts,
+            user=question.user,
+            text=question.text,
+            channel_type=question.channel_type,
+            team=question.team,
+            event_id=event_id,
+        )
+        if job_id is None:
+            metrics.events_ignored.labels("duplicate").inc()
+            log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
+            return
+        metrics.queue_depth.inc()
+        log.info(
+            "job queued",
+            extra={"job_id": job_id, "kind": question.kind, "channel": question.channel, "thread": question.thread_ts},
+        )
+        deps.wake.set()
+
+    async def handle(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, event_type: str) -> None:
+        question, reason = classify_message(
+            event,
+            bot_user_id=context.bot_user_id,
+            is_bot_thread=store.is_bot_thread,
+            event_type=event_type,
+        )
+        if question is None:
+            metrics.events_ignored.labels(reason.split(":")[0]).inc()
+            return
+        if question.team is None and context.team_id:
+            question = Question(**{**question.__dict__, "team": context.team_id})
+        enqueue(question, body.get("event_id"))
+
+    @app.event("app_mention")
+    async def on_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await handle(body, event, context, "app_mention")
+
+    @app.event("message")
+    async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await handle(body, event, context, "message")
+
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab") not in (None, "home"):
+            return
+        try:
+            from bot.slack.home import publish_home
+
+            await publish_home(
+                client, user_id=event["user"], settings=deps.settings, store=store, index_info=_index_info(deps)
+            )
+        except Exception:  # cosmetic surface: log, never break the ack
+            log.warning("app home publish failed", exc_info=True)
+
+    @app.event("assistant_thread_started")
+    async def on_assistant_thread(event: dict[str, Any], client: AsyncWebClient) -> None:
+        thread = event.get("assistant_thread") or {}
+        try:
+            from bot.slack.assistant import on_assistant_thread_started
+
+            await on_assistant_thread_started(
+                client,
+                channel=thread.get("channel_id", ""),
+                thread_ts=thread.get("thread_ts", ""),
+                settings=deps.settings,
+                searcher=deps.searcher,
+            )
+        except Exception:
+            log.warning("assistant thread start failed", exc_info=True)
+
+    @app.event("assistant_thread_context_changed")
+    async def on_assistant_context(event: dict[str, Any]) -> None:
+        return None
+
+    from bot.slack.interactions import register_interactions
+
+    register_interactions(app, deps)
+
+
+def _index_info(deps: Deps) -> dict | None:
+    searcher = deps.searcher
+    info = getattr(searcher, "info", None)
+    if callable(info):
+        try:
+            return info()
+        except Exception:
+            return None
+    return None

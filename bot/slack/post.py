@@ -1,0 +1,377 @@
+"""Posting to Slack: the only module that calls chat.postMessage / chat.update / the streaming API.
+
+`ReplyPoster` shows one answer in one thread while it is being written:
+- `stream` mode uses Slack's chat streaming API (`chat.startStream` → `chat.appendStream` →
+  `chat.stopStream`); text is appended as it arrives.
+- `update` mode posts a message with the first words and edits it with `chat.update`, at
+  most once per `update_interval` (chat.update is rate-limited).
+- `auto` starts in stream mode and falls back to update mode, on the same message, whenever
+  streaming is refused (`message_not_in_streaming_state` after Slack's ~5 minute limit, an
+  older workspace, a rewrite of text already shown after a model retry).
+
+Slack calls happen in a background flusher, so a slow Slack never stalls the model stream;
+the model side only hands over "the full text so far". The first message's ts is reported
+through `on_first_post` as soon as it exists, so a job resumed after a crash edits that
+message instead of posting a second answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import SlackPostError
+from bot.metrics import Metrics
+from bot.slack.render import MARKDOWN_BLOCK_LIMIT, build_fallback_text, build_progress_text
+
+log = logging.getLogger(__name__)
+
+StreamMode = Literal["auto", "stream", "update"]
+_STREAM_REFUSALS = {
+    "message_not_in_streaming_state",
+    "method_not_supported_for_channel_type",
+    "not_allowed_token_type",
+    "unknown_method",
+    "streaming_not_supported",
+    "invalid_arguments",
+    "msg_too_long",
+}
+
+
+def _error_code(exc: SlackApiError) -> str:
+    try:
+        return str(exc.response.get("error") or "")
+    except Exception:  # a non-JSON body
+        return ""
+
+
+async def post_message(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    text: str,
+    blocks: list[dict] | None = None,
+    thread_ts: str | None = None,
+    metrics: Metrics | None = None,
+) -> str:
+    """Post one message; returns its ts. Raises SlackPostError when Slack refuses for good."""
+    try:
+        resp = await client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False, unfurl_media=False
+        )
+    except SlackApiError as exc:
+        if metrics:
+            metrics.slack_errors.labels("chat.postMessage").inc()
+        raise SlackPostError(
+            "chat.postMessage failed", channel=channel, thread_ts=thread_ts, error=_error_code(exc)
+        ) from exc
+    return str(resp["ts"])
+
+
+async def update_message(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    ts: str,
+    text: str,
+    blocks: list[dict] | None = None,
+    metrics: Metrics | None = None,
+) -> None:
+    try:
+        await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
+    except SlackApiError as exc:
+        if metrics:
+            metrics.slack_errors.labels("chat.update").inc()
+        raise SlackPostError("chat.update failed", channel=channel, thread_ts=ts, error=_error_code(exc)) from exc
+
+
+async def post_ephemeral(client: AsyncWebClient, *, channel: str, user: str, text: str) -> bool:
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text)
+        return True
+    except SlackApiError as exc:
+        log.warning("ephemeral message failed", extra={"channel": channel, "error": _error_code(exc)})
+        return False
+
+
+async def add_reaction(client: AsyncWebClient, *, channel: str, ts: str, name: str) -> None:
+    """Cosmetic: a failure is logged, never raised."""
+    try:
+        await client.reactions_add(channel=channel, timestamp=ts, name=name)
+    except SlackApiError as exc:
+        if _error_code(exc) != "already_reacted":
+            log.info("reaction failed", extra={"channel": channel, "error": _error_code(exc)})
+
+
+async def remove_reaction(client: AsyncWebClient, *, channel: str, ts: str, name: str) -> None:
+    try:
+        await client.reactions_remove(channel=channel, timestamp=ts, name=name)
+    except SlackApiError as exc:
+        if _error_code(exc) != "no_reaction":
+            log.info("reaction removal failed", extra={"channel": channel, "error": _error_code(exc)})
+
+
+class ReplyPoster:
+    """Shows one answer in one thread while it streams, then its final form."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        thread_ts: str,
+        mode: StreamMode = "auto",
+        recipient_user_id: str | None = None,
+        recipient_team_id: str | None = None,
+        existing_ts: str | None = None,
+        on_first_post: Callable[[str], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
+        update_interval: float = 1.0,
+        append_interval: float = 0.25,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.mode: Literal["stream", "update"] = "update" if mode == "update" or existing_ts else "stream"
+        self.allow_fallback = mode == "auto" or existing_ts is not None
+        self.recipient_user_id = recipient_user_id
+        self.recipient_team_id = recipient_team_id
+        self.ts: str | None = existing_ts
+        self.on_first_post = on_first_post
+        self.metrics = metrics
+        self.update_interval = update_interval
+        self.append_interval = append_interval
+        self.first_visible_at: float | None = None
+        self._latest = ""  # full text so far, as handed over by the model side
+        self._shown = ""  # what Slack shows now
+        self._streaming = False  # a stream is open on self.ts
+        self._dirty = asyncio.Event()
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- the model side ------------------------------------------------------------------
+    async def update(self, full_text: str) -> None:
+        """Hand over the answer text so far (not a delta). Returns at once."""
+        if self._closed:
+            return
+        self._latest = full_text
+        self._dirty.set()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.channel}-{self.thread_ts}")
+
+    # -- the Slack side ------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while not self._closed:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._closed:
+                return
+            started = time.monotonic()
+            try:
+                async with self._lock:
+                    await self._show_progress(self._latest)
+            except Exception:  # progress is best effort; the final render reports for real
+                log.warning("progress update failed", exc_info=True, extra={"channel": self.channel})
+            interval = self.append_interval if self.mode == "stream" else self.update_interval
+            wait = interval - (time.monotonic() - started)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed_event.wait(), timeout=wait)
+
+    async def _show_progress(self, text: str) -> None:
+        text = text[:MARKDOWN_BLOCK_LIMIT]
+        if not text.strip() or text == self._shown:
+            return
+        if self.mode == "stream":
+            if await self._stream_to(text):
+                return
+        await self._update_to(build_progress_text(text), progress=True)
+
+    async def _stream_to(self, text: str) -> bool:
+        """Make the stream show `text`; False when streaming is refused (the caller falls back)."""
+        if not text.startswith(self._shown) or (self.ts and not self._streaming):
+            return self._fall_back("rewrite")
+        delta = text[len(self._shown) :]
+        if not delta:
+            return True
+        try:
+            if self.ts is None:
+                kwargs: dict[str, str] = {}
+                if self.recipient_user_id and self.recipient_team_id:
+                    kwargs = {"recipient_user_id": self.recipient_user_id, "recipient_team_id": self.recipient_team_id}
+                resp = await self.client.chat_startStream(
+                    channel=self.channel, thread_ts=self.thread_ts, markdown_text=delta, **kwargs
+                )
+                self._streaming = True
+                await self._first_post(str(resp["ts"]))
+            else:
+                await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+        except SlackApiError as exc:
+            code = _error_code(exc)
+            if self.metrics:
+                self.metrics.slack_errors.labels("chat.stream").inc()
+            log.info("streaming refused, falling back to updates", extra={"channel": self.channel, "error": code})
+            if self.allow_fallback and (code in _STREAM_REFUSALS or exc.response.status_code >= 400):
+                self._streaming = False
+                return self._fall_back(code)
+            raise
+        self._shown = text
+        return True
+
+    def _fall_back(self, reason: str) -> bool:
+        if not self.allow_fallback:
+            raise SlackPostError(f"streaming refused: {reason}", channel=self.channel, thread_ts=self.thread_ts)
+        self.mode = "update"
+        return False
+
+    async def _update_to(self, text: str, *, progress: bool, blocks: list[dict] | None = None) -> None:
+        markdown_blocks = blocks if blocks is not None else [{"type": "markdown", "text": text}]
+        fallback = build_fallback_text(text)
+        if self.ts is None:
+            ts = await post_message(
+                self.client,
+                channel=self.channel,
+                text=fallback,
+                blocks=markdown_blocks,
+                thread_ts=self.thread_ts,
+                metrics=self.metrics,
+            )
+            await self._first_post(ts)
+        else:
+            if self._streaming:
+                await self._stop_stream()
+            await update_message(
+                self.client,
+                channel=self.channel,
+                ts=self.ts,
+                text=fallback,
+                blocks=markdown_blocks,
+                metrics=self.metrics,
+            )
+        self._shown = text
+
+    async def _first_post(self, ts: str) -> None:
+        self.ts = ts
+        self.first_visible_at = time.monotonic()
+        if self.on_first_post:
+            await self.on_first_post(ts)
+
+    async def _stop_stream(self, *, blocks: list[dict] | None = None) -> bool:
+        self._streaming = False
+        if self.ts is None:
+            return False
+        try:
+            await self.client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=blocks)
+            return True
+        except SlackApiError as exc:
+            log.info("stopStream refused", extra={"channel": self.channel, "error": _error_code(exc)})
+            return False
+
+    async def _close_flusher(self) -> None:
+        self._closed = True
+        self._closed_event.set()
+        self._dirty.set()
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+            self._flusher = None
+
+    # -- the end -------------------------------------------------------------------------
+    async def finish(self, parts: list[tuple[str, list[dict]]]) -> list[str]:
+        """Show the final answer: `parts` are (fallback text, blocks) per message. Returns their ts."""
+        await self._close_flusher()
+        async with self._lock:
+            return await self._finish(parts)
+
+    async def _finish(self, parts: list[tuple[str, list[dict]]]) -> list[str]:
+        first_text, first_blocks = parts[0]
+        first_markdown = next((b["text"] for b in first_blocks if b.get("type") == "markdown"), None)
+        extra_blocks = [b for b in first_blocks if b.get("type") != "markdown"]
+        done = False
+        if (
+            self.mode == "stream"
+            and self._streaming
+            and first_markdown is not None
+            and first_markdown.startswith(self._shown)
+        ):
+            delta = first_markdown[len(self._shown) :]
+            try:
+                if delta:
+                    await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+                self._shown = first_markdown
+                done = await self._stop_stream(blocks=extra_blocks or None)
+            except SlackApiError as exc:
+                log.info("final append refused", extra={"channel": self.channel, "error": _error_code(exc)})
+        if not done:
+            if self.ts is None:
+                ts = await post_message(
+                    self.client,
+                    channel=self.channel,
+                    text=first_text,
+                    blocks=first_blocks,
+                    thread_ts=self.thread_ts,
+                    metrics=self.metrics,
+                )
+                await self._first_post(ts)
+            else:
+                if self._streaming:
+                    await self._stop_stream()
+                await update_message(
+                    self.client,
+                    channel=self.channel,
+                    ts=self.ts,
+                    text=first_text,
+                    blocks=first_blocks,
+                    metrics=self.metrics,
+                )
+        assert self.ts is not None
+        out = [self.ts]
+        for text, blocks in parts[1:]:
+            out.append(
+                await post_message(
+                    self.client,
+                    channel=self.channel,
+                    text=text,
+                    blocks=blocks,
+                    thread_ts=self.thread_ts,
+                    metrics=self.metrics,
+                )
+            )
+        return out
+
+    async def fail(self, text: str, blocks: list[dict]) -> str:
+        """Replace whatever was shown with an explicit failure message (or post one)."""
+        await self._close_flusher()
+        async with self._lock:
+            if self._streaming:
+                await self._stop_stream()
+            if self.ts is not None:
+                try:
+                    await update_message(
+                        self.client, channel=self.channel, ts=self.ts, text=text, blocks=blocks, metrics=self.metrics
+                    )
+                    return self.ts
+                except SlackPostError:
+                    log.warning(
+                        "could not edit the partial answer; posting the failure", extra={"channel": self.channel}
+                    )
+            ts = await post_message(
+                self.client,
+                channel=self.channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=self.thread_ts,
+                metrics=self.metrics,
+            )
+            if self.ts is None:
+                await self._first_post(ts)
+            return ts
