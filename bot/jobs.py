@@ -149,7 +149,7 @@ class JobRunner:
         self.wake.set()
         running = list(self.running.items())
         if running:
-            done, pending = await asyncio.wait([t for _, t in running], timeout=grace)
+            _done, pending = await asyncio.wait([t for _, t in running], timeout=grace)
             for job_id, task in running:
                 if task in pending:
                     task.cancel()
@@ -352,7 +352,10 @@ class JobRunner:
         if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
             return job  # resumed: the thread already exists
         title = str(job.meta.get("title") or "a proposal")
-        text = f":building_construction: Architecture review of *{render.escape_mrkdwn(title)}*, requested by <@{job.user}>"
+        text = (
+            f":building_construction: Architecture review of *{render.escape_mrkdwn(title)}*,"
+            f" requested by <@{job.user}>"
+        )
         try:
             parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)
         except SlackPostError as exc:

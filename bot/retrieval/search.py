@@ -132,8 +132,6 @@ def analyse(query: str) -> list[Concept]:
             if n == 1 and key[0] in stop:
                 break
             concept = Concept(" ".join(key))
-            for unit in units[i : i + n]:
-                pass
             concept.add(key)
             if n == 1:
                 for alt in units[i].alts:
@@ -148,7 +146,7 @@ def analyse(query: str) -> list[Concept]:
             continue
         unit = units[i]
         i += 1
-        if unit.key in stop or (len(unit.key) == 1 and not unit.key.isdigit() and not _CJK_CHAR.match(unit.key)):
+        if unit.key in stop or (len(unit.key) == 1 and not unit.key.isdigit()):
             continue
         concept = Concept(unit.key)
         for alt in unit.alts:
@@ -169,7 +167,7 @@ def _fts_query(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-_NOISE = re.compile(r"[*_`#>|]+|!\[[^\]]*\]\([^)]*\)|<[^>]+>|\s+")
+_NOISE = re.compile(r"\*+|`+|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])|^#+|[>|]+|!\[[^\]]*\]\([^)]*\)|<[^>]+>|\s+")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 
 

@@ -70,7 +70,7 @@ def classify_message(
         return None, "self"
     text = str(event.get("text") or "")
     thread_ts = str(event.get("thread_ts") or ts)
-    channel_type = str(event.get("channel_type") or ("channel" if event_type == "app_mention" else "channel"))
+    channel_type = str(event.get("channel_type") or "channel")
     if channel.startswith("D") and channel_type == "channel":
         channel_type = "im"
     team = event.get("team") or event.get("user_team")

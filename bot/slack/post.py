@@ -191,9 +191,8 @@ class ReplyPoster:
         text = text[:MARKDOWN_BLOCK_LIMIT]
         if not text.strip() or text == self._shown:
             return
-        if self.mode == "stream":
-            if await self._stream_to(text):
-                return
+        if self.mode == "stream" and await self._stream_to(text):
+            return
         await self._update_to(build_progress_text(text), progress=True)
 
     async def _stream_to(self, text: str) -> bool:

@@ -1,0 +1,77 @@
+"""`archbot ask`: the mention pipeline, from a terminal.
+
+Same stages as a Slack job (retrieval → model → answer), without Slack: the question is the
+only turn, the answer streams to stdout and its sources are listed under it. With no
+ANTHROPIC_API_KEY the answer is retrieval-only and says so. The index is brought up to date
+first (incremental: nearly free when nothing changed), so the very first `ask` on a fresh
+install works from the bundled pattern library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from bot.config import Settings
+from bot.errors import ModelError
+from bot.slack.render import render_sources_markdown
+from bot.types import Answer, Turn
+
+log = logging.getLogger(__name__)
+
+
+def ask_command(settings: Settings, question: str) -> int:
+    from bot.logs import setup_logging
+
+    setup_logging(level="WARNING", fmt="text", secrets=settings.secrets())
+    question = question.strip()
+    if not question:
+        raise click.UsageError("the question is empty")
+    try:
+        answer = asyncio.run(ask(settings, question, stream=sys.stdout.isatty()))
+    except ModelError as exc:
+        click.echo(f"archbot: the model call failed ({exc.status or 'no status'}); try again later.", err=True)
+        return 1
+    return 0 if answer.kind != "failure" else 1
+
+
+async def ask(settings: Settings, question: str, *, stream: bool = False) -> Answer:
+    from bot.retrieval import Searcher, index_sources
+
+    await asyncio.to_thread(index_sources, settings)
+    searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
+    hits = await asyncio.to_thread(searcher.search, question, settings.search_k)
+
+    if not settings.has_model:
+        from bot.architect import retrieval_only_answer
+
+        answer = retrieval_only_answer(question, hits)
+        click.echo(answer.text)
+        return answer
+
+    from bot.architect import Architect
+
+    shown = ""  # what the terminal shows of the streamed answer
+
+    async def on_text(full: str) -> None:
+        nonlocal shown
+        if not stream:
+            return
+        if not full.startswith(shown):  # the model call was retried: start over on a new line
+            click.echo("\n[retrying]\n", nl=False)
+            shown = ""
+        click.echo(full[len(shown) :], nl=False)
+        shown = full
+
+    answer = await Architect(settings).respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
+    click.echo(answer.text[len(shown) :] if shown and answer.text.startswith(shown) else answer.text)
+    if answer.questions and answer.kind == "clarify":
+        for i, q in enumerate(answer.questions, 1):
+            click.echo(f"{i}. {q}")
+    sources = render_sources_markdown(answer.citations)
+    if sources:
+        click.echo("\n" + sources)
+    return answer
