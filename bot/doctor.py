@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -30,14 +31,13 @@ import yaml
 from croniter import croniter
 from pydantic import SecretStr
 
-from bot.config import KNOWLEDGE_DIR, PROJECT_ROOT, Settings
+from bot.config import PROJECT_ROOT, Settings
 from bot.logs import Redactor
 
 Status = Literal["ok", "fail", "warn", "info"]
 SYMBOLS: dict[Status, str] = {"ok": "✓", "fail": "✗", "warn": "!", "info": "–"}
 SLACK_TIMEOUT = 10
 MODEL_TIMEOUT = 20.0
-DOC_SUFFIXES = {".md", ".markdown", ".mdx", ".txt", ".rst"}
 STALE_SCAN_LIMIT = 20_000  # files looked at per folder for the freshness check
 
 # The bot scopes in manifest.yml, for an installed package that ships without the manifest.
@@ -366,75 +366,78 @@ def check_database(settings: Settings, redact: Redactor) -> tuple[list[Check], A
     return [ok("database", detail)], store
 
 
-def _index_info(store: Any, settings: Settings) -> dict[str, Any] | None:
-    """The index summary: the retrieval package's own report when it offers one, else its tables."""
-    with contextlib.suppress(Exception):
-        import bot.retrieval as retrieval
+def _walk_docs(root: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of the files the indexer would read under root (stat only)."""
+    from bot.retrieval.index import DOC_SUFFIXES, SKIP_DIRS
 
-        report = getattr(retrieval, "index_stats", None)
-        if callable(report):
-            result = report(store.db)
-            if isinstance(result, dict):
-                return result
-    from bot.stats import index_summary
+    found: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+        for name in filenames:
+            if name.startswith(".") or Path(name).suffix.lower() not in DOC_SUFFIXES:
+                continue
+            path = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+            if len(found) >= STALE_SCAN_LIMIT:
+                return found
+    return found
 
-    return index_summary(store)
 
-
-def _newest_doc(folder: Path, since: float) -> tuple[int, float]:
-    """(documents changed after `since`, newest mtime) under a folder; bounded work."""
-    changed, newest = 0, 0.0
-    for seen, path in enumerate(folder.rglob("*")):
-        if seen >= STALE_SCAN_LIMIT:
-            break
-        if path.suffix.lower() not in DOC_SUFFIXES:
-            continue
-        with contextlib.suppress(OSError):
-            mtime = path.stat().st_mtime
-            newest = max(newest, mtime)
-            if mtime > since:
-                changed += 1
-    return changed, newest
+def index_drift(store: Any, source: str, root: Path) -> tuple[int, int, int]:
+    """(new, changed, removed) files of one source compared with the index, by size and mtime."""
+    stored = {
+        r["path"]: (r["size"], r["mtime_ns"])
+        for r in store.query("SELECT path, size, mtime_ns FROM ix_files WHERE source = ?", (source,))
+    }
+    on_disk = _walk_docs(root)
+    new = sum(1 for rel in on_disk if rel not in stored)
+    changed = sum(1 for rel, sig in on_disk.items() if rel in stored and tuple(stored[rel]) != sig)
+    removed = sum(1 for rel in stored if rel not in on_disk)
+    return new, changed, removed
 
 
 def check_index(settings: Settings, store: Any) -> list[Check]:
     if store is None:
         return [info("index", "skipped: the database did not open")]
-    summary = _index_info(store, settings)
+    from bot.stats import index_summary
+
+    summary = index_summary(store)
     fix = "run `archbot index` (`archbot run` also indexes at start and every ARCHBOT_REINDEX_MINUTES)."
-    if not summary or not (summary.get("chunks") or summary.get("documents")):
+    if not summary or not summary.get("chunks"):
         return [fail("index", "not indexed: run archbot index", fix)]
     now = time.time()
     indexed_at = summary.get("indexed_at")
-    when = f", last indexed {_age(now - indexed_at)}" if indexed_at else ""
-    sources = {str(s.get("source")): s for s in summary.get("sources") or [] if isinstance(s, dict)}
-    names = ", ".join(f"{name} ({s.get('documents', '?')} docs)" for name, s in sources.items())
-    out = [
-        ok(
-            "index",
-            f"{summary.get('documents', '?')} docs, {summary.get('chunks', '?')} passages{when}"
-            + (f": {names}" if names else ""),
-        )
-    ]
-    folders = [("knowledge", KNOWLEDGE_DIR)] if KNOWLEDGE_DIR.is_dir() else []
-    folders += [(folder.name, folder) for folder in settings.docs if folder.is_dir()]
-    for name, folder in folders:
-        source = sources.get(name)
-        if sources and source is None:
-            out.append(fail("index", f"{folder} is not in the index", fix))
+    when = f"; newest change indexed {_age(now - indexed_at)}" if indexed_at else ""
+    sources = {str(s["source"]): s for s in summary["sources"]}
+    names = ", ".join(f"{name} {s['documents']}" for name, s in sources.items())
+    out = [ok("index", f"{summary['documents']} docs ({names}), {summary['chunks']} passages{when}")]
+    try:
+        from bot.retrieval.index import sources_for
+
+        configured = sources_for(settings)
+    except Exception:  # a missing folder: already a ✗ under ARCHBOT_DOCS
+        configured = []
+    for name, folder in configured:
+        if name not in sources:
+            out.append(fail("index", f"{folder} ({name}) is not in the index", fix))
             continue
-        stamp = (source or {}).get("indexed_at") or indexed_at
-        if not stamp:
+        try:
+            new, changed, removed = index_drift(store, name, folder)
+        except Exception as exc:
+            out.append(warn("index freshness", f"{name}: not checked ({type(exc).__name__})"))
             continue
-        changed, _ = _newest_doc(folder, stamp)
-        if changed:
+        if new or changed or removed:
             out.append(
                 warn(
                     "index freshness",
-                    f"{changed} file(s) in {folder} changed since the last index",
+                    f"{name}: {new} new, {changed} changed, {removed} removed file(s) since the last index run",
                     "run `archbot index` (a running bot re-indexes every ARCHBOT_REINDEX_MINUTES).",
                 )
             )
+        else:
+            out.append(ok("index freshness", f"{name}: up to date with {folder}"))
     return out
 
 
