@@ -371,7 +371,13 @@ def _walk_docs(root: Path) -> dict[str, tuple[int, int]]:
     from bot.retrieval.index import DOC_SUFFIXES, SKIP_DIRS
 
     found: dict[str, tuple[int, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # as the indexer does, loops cut
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
         for name in filenames:
             if name.startswith(".") or Path(name).suffix.lower() not in DOC_SUFFIXES:
@@ -543,11 +549,11 @@ async def _remote_checks(settings: Settings, redact: Redactor) -> tuple[list[Che
     return slack, socket, model
 
 
-def run_checks(settings: Settings) -> list[Check]:
-    """Every check, in display order."""
+async def gather_checks(settings: Settings) -> list[Check]:
+    """Every check, in display order (the network checks run concurrently)."""
     redact = Redactor(settings.secrets())
     checks = check_settings(settings)
-    slack, socket, model = asyncio.run(_remote_checks(settings, redact))
+    slack, socket, model = await _remote_checks(settings, redact)
     db_checks, store = check_database(settings, redact)
     try:
         checks += slack + socket + db_checks + check_index(settings, store) + model + check_digest(settings, store)
@@ -555,6 +561,10 @@ def run_checks(settings: Settings) -> list[Check]:
         if store is not None:
             store.close()
     return checks
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    return asyncio.run(gather_checks(settings))
 
 
 def render(checks: Iterable[Check]) -> str:

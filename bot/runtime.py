@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -76,93 +77,129 @@ async def _reindex_loop(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=settings.reindex_minutes * 60)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> int:
-    """Run the bot until `stop` is set (or a signal arrives). Returns the exit code."""
-    stop = stop or asyncio.Event()
+class Bot:
+    """Every running part of archbot, started and stopped in order. `serve()` wraps it for the CLI;
+    tests drive it directly (it binds an ephemeral port when ARCHBOT_PORT is 0)."""
+
+    def __init__(self, settings: Settings, *, responder: object | None = None) -> None:
+        self.settings = settings
+        self.stop_event = asyncio.Event()
+        self.store = Store(settings.db_path)
+        self.metrics = Metrics()
+        self.deps = Deps(settings=settings, store=self.store, metrics=self.metrics)
+        self.client = build_client(settings)
+        self.responder = responder
+        self.port: int | None = None
+        self.runner: JobRunner | None = None
+        self._socket_handler: object | None = None
+        self._web_runner: web.AppRunner | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self, *, index: bool = True) -> None:
+        settings = self.settings
+        auth = await self.client.auth_test()  # raises SlackApiError on a bad token
+        bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
+
+        from bot.retrieval import Searcher
+
+        searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
+        self.deps.searcher = searcher
+        if self.responder is None and settings.has_model:
+            from bot.architect import Architect, build_anthropic_client, check_model
+
+            anthropic_client = build_anthropic_client(settings)
+            self.responder = Architect(settings, client=anthropic_client)
+            try:
+                ok, message = await check_model(settings, anthropic_client)
+                (log.info if ok else log.error)(message, extra={"model": settings.model})
+            except Exception:
+                log.warning("could not check the model id", exc_info=True)
+
+        app = build_app(self.deps, self.client)
+        self.runner = JobRunner(
+            settings=settings,
+            store=self.store,
+            client=self.client,
+            metrics=self.metrics,
+            searcher=searcher,
+            responder=self.responder,
+            wake=self.deps.wake,
+            bot=bot,  # type: ignore[arg-type]
+        )
+        await self.runner.start()
+
+        runner = self.runner
+        readiness = Readiness(store=self.store, slack_ok=lambda: True, workers_ok=lambda: runner.alive)
+        web_app = build_web_app(metrics=self.metrics, readiness=readiness, bolt=None if settings.socket_mode else app)
+        self._web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+        await self._web_runner.setup()
+        site = web.TCPSite(self._web_runner, host="0.0.0.0", port=settings.port)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else settings.port
+        log.info(
+            "archbot running",
+            extra={"mode": "socket" if settings.socket_mode else "http", "port": self.port, "bot_user": bot.user_id},
+        )
+
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            assert settings.slack_app_token is not None
+            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            await handler.connect_async()
+            self._socket_handler = handler
+
+        if index:
+            self._background.append(asyncio.create_task(_reindex_loop(settings, self.stop_event), name="reindex"))
+        if settings.digest_channel:
+            from bot.digest import DigestScheduler
+
+            scheduler = DigestScheduler(settings, self.store, self.client)
+            self._background.append(asyncio.create_task(scheduler.run(self.stop_event), name="digest"))
+
+    async def stop(self) -> None:
+        """Stop intake, drain or re-queue jobs, close everything."""
+        self.stop_event.set()
+        running = len(self.runner.running) if self.runner else 0
+        log.info("shutting down: intake stopped, draining jobs", extra={"running": running})
+        self.deps.accepting = False
+        handler = self._socket_handler
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(handler.close_async(), timeout=2.0)  # type: ignore[attr-defined]
+        if self.runner is not None:
+            await self.runner.stop(grace=self.settings.shutdown_grace)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._web_runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._web_runner.cleanup(), timeout=2.0)
+        self.store.close()
+        log.info("archbot stopped")
+
+
+async def serve(settings: Settings) -> int:
+    """Run the bot until SIGTERM/SIGINT. Returns the exit code."""
+    bot = Bot(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
-    store = Store(settings.db_path)
-    metrics = Metrics()
-    deps = Deps(settings=settings, store=store, metrics=metrics)
-    client = build_client(settings)
+            loop.add_signal_handler(sig, bot.stop_event.set)
     try:
-        auth = await client.auth_test()
+        await bot.start()
     except SlackApiError as exc:
-        log.error("Slack rejected SLACK_BOT_TOKEN", extra={"error": exc.response.get("error")})
-        return 2 if exc.response.get("error") in ("invalid_auth", "not_authed", "account_inactive") else 1
-    bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
-    slack_ok = True
-
-    from bot.retrieval import Searcher
-
-    searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
-    deps.searcher = searcher
-    responder = None
-    if settings.has_model:
-        from bot.architect import Architect, build_anthropic_client, check_model
-
-        anthropic_client = build_anthropic_client(settings)
-        responder = Architect(settings, client=anthropic_client)
-        with contextlib.suppress(Exception):
-            ok, message = await check_model(settings, anthropic_client)
-            (log.info if ok else log.error)(message, extra={"model": settings.model})
-
-    app = build_app(deps, client)
-    runner = JobRunner(
-        settings=settings,
-        store=store,
-        client=client,
-        metrics=metrics,
-        searcher=searcher,
-        responder=responder,
-        wake=deps.wake,
-        bot=bot,
-    )
-    await runner.start()
-
-    readiness = Readiness(store=store, slack_ok=lambda: slack_ok, workers_ok=lambda: runner.alive)
-    web_app = build_web_app(metrics=metrics, readiness=readiness, bolt=None if settings.socket_mode else app)
-    web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
-    await web_runner.setup()
-    site = web.TCPSite(web_runner, host="0.0.0.0", port=settings.port)
-    await site.start()
-    log.info(
-        "archbot running",
-        extra={"mode": "socket" if settings.socket_mode else "http", "port": settings.port, "bot_user": bot.user_id},
-    )
-
-    socket_handler = None
-    if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-
-        assert settings.slack_app_token is not None
-        socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
-        await socket_handler.connect_async()
-
-    background = [asyncio.create_task(_reindex_loop(settings, stop), name="reindex")]
-    if settings.digest_channel:
-        from bot.digest import DigestScheduler
-
-        scheduler = DigestScheduler(settings, store, client)
-        background.append(asyncio.create_task(scheduler.run(stop), name="digest"))
-
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    log.info("shutting down: intake stopped, draining jobs", extra={"running": len(runner.running)})
-    deps.accepting = False
-    if socket_handler is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(socket_handler.close_async(), timeout=2.0)
-    await runner.stop(grace=settings.shutdown_grace)
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(web_runner.cleanup(), timeout=2.0)
-    store.close()
-    log.info("archbot stopped")
+        error = exc.response.get("error")
+        log.error("Slack rejected the start-up call", extra={"error": error})
+        print(f"archbot: Slack refused SLACK_BOT_TOKEN ({error})", file=sys.stderr)
+        bot.store.close()
+        return 2 if error in ("invalid_auth", "not_authed", "account_inactive", "token_revoked") else 1
+    except OSError as exc:  # aiohttp's connection errors are OSErrors
+        log.error("cannot reach Slack", extra={"error": type(exc).__name__})
+        print(f"archbot: cannot reach Slack at SLACK_API_URL ({type(exc).__name__})", file=sys.stderr)
+        bot.store.close()
+        return 1
+    await bot.stop_event.wait()
+    await bot.stop()
     return 0

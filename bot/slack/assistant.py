@@ -13,6 +13,7 @@ Both are cosmetic: a failure is logged and swallowed, never raised into the job.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
@@ -105,36 +106,38 @@ def build_suggested_prompts(doc_titles: list[str], *, limit: int = MAX_PROMPTS) 
     return prompts[:limit]
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+def _titles_by_search(search: Any, limit: int) -> list[str]:
+    titles: list[str] = []
+    for query in SEED_QUERIES:
+        for hit in search(query, k=5) or []:
+            if getattr(hit, "source", "") == "knowledge":
+                continue  # the bundled library is not "the team's docs"
+            title = getattr(hit, "title", "") or str(getattr(hit, "heading", "")).split(" > ")[0]
+            if title and title not in titles:
+                titles.append(title)
+        if len(titles) >= limit:
+            break
+    return titles[:limit]
 
 
 async def doc_titles(searcher: Any, *, limit: int = 8) -> list[str]:
     """Titles of the team's indexed documents (not the bundled pattern library), best effort.
 
-    Uses the searcher's `doc_titles()` when it has one, else a few broad searches; any error
-    gives an empty list (the prompts then stay general).
+    Uses the searcher's `doc_titles(limit=)` when it has one, else a few broad searches (in a
+    worker thread: the searcher is synchronous). Any error gives [] (the prompts stay general).
     """
     if searcher is None:
         return []
     try:
         lister = getattr(searcher, "doc_titles", None)
         if callable(lister):
-            return [str(t) for t in await _maybe_await(lister(limit=limit)) if t][:limit]
+            found = lister(limit=limit)
+            found = await found if inspect.isawaitable(found) else found
+            return [str(t) for t in found if t][:limit]
         search = getattr(searcher, "search", None)
         if not callable(search):
             return []
-        titles: list[str] = []
-        for query in SEED_QUERIES:
-            for hit in await _maybe_await(search(query, k=5)) or []:
-                if getattr(hit, "source", "") == "knowledge":
-                    continue  # the bundled library is not "the team's docs"
-                title = getattr(hit, "title", "") or str(getattr(hit, "heading", "")).split(" > ")[0]
-                if title and title not in titles:
-                    titles.append(title)
-            if len(titles) >= limit:
-                break
-        return titles[:limit]
+        return await asyncio.to_thread(_titles_by_search, search, limit)
     except Exception:
         log.warning("assistant: could not read doc titles for suggested prompts", exc_info=True)
         return []
