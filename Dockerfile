@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir -e . \
     && mkdir -p /data \
     && chown archbot:archbot /data
 
-USER archbot
+USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 3000
 

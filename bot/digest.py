@@ -78,12 +78,12 @@ DELETED_ERRORS = {"message_not_found", "thread_not_found"}
 GONE_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "access_denied"}
 UNCHECKABLE_ERRORS = {"missing_scope", "not_allowed_token_type", "no_permission"}
 
-SKIP_LABELS = {
-    "deleted": "deleted thread",
-    "channel_left": "channel the bot left",
-    "channel_check_failed": "channel check that failed",
-    "unverified": "thread from a channel that could not be verified as public",
-    "permalink_failed": "permalink that failed",
+SKIP_LABELS: dict[str, tuple[str, str]] = {  # reason -> (one, several)
+    "deleted": ("deleted thread", "deleted threads"),
+    "channel_left": ("thread in a channel the bot left", "threads in channels the bot left"),
+    "channel_check_failed": ("thread whose channel check failed", "threads whose channel check failed"),
+    "unverified": ("thread from a channel not verified as public", "threads from channels not verified as public"),
+    "permalink_failed": ("thread whose permalink failed", "threads whose permalink failed"),
 }
 
 SUMMARY_SYSTEM = """\
@@ -436,7 +436,9 @@ async def collect_digest(
     for t in threads.values():
         name = display.setdefault(t.topic.casefold(), t.topic)
         data.topics.setdefault(name, []).append(t)
-    data.topics = dict(sorted(data.topics.items(), key=lambda kv: (kv[0] == OTHER_TOPIC, -len(kv[1]), kv[0].casefold())))
+    data.topics = dict(
+        sorted(data.topics.items(), key=lambda kv: (kv[0] == OTHER_TOPIC, -len(kv[1]), kv[0].casefold()))
+    )
 
     listed = {a.id: t for t in threads.values() for a in by_thread[(t.channel, t.thread_ts)]}
 
@@ -703,7 +705,7 @@ def build_footer(data: DigestData) -> str:
     parts: list[str] = []
     if data.skipped:
         skipped = ", ".join(
-            f"{n} {SKIP_LABELS.get(reason, reason)}{'s' if n != 1 and not reason == 'unverified' else ''}"
+            f"{n} {SKIP_LABELS.get(reason, (reason, reason))[0 if n == 1 else 1]}"
             for reason, n in sorted(data.skipped.items())
         )
         parts.append(f"Skipped: {skipped}.")
@@ -908,7 +910,9 @@ def _config_error(variable: str, problem: str) -> int:
     return 2
 
 
-def resolve_window(settings: Settings, since: datetime | None, now: datetime | None = None) -> tuple[datetime, datetime]:
+def resolve_window(
+    settings: Settings, since: datetime | None, now: datetime | None = None
+) -> tuple[datetime, datetime]:
     """[since, now): a naive `--since` date is read in ARCHBOT_TZ; the default is 7 days back."""
     zone = settings.zone
     until = (now or datetime.now(UTC)).astimezone(zone)
@@ -941,23 +945,19 @@ async def _digest(settings: Settings, store: Store, *, post: bool, since: dateti
 
     slack = build_client(settings) if settings.slack_bot_token is not None else None
     started = time.monotonic()
-    try:
-        data = await build_digest(settings, store, slack, None, since=since, until=until)
-        if not post:
-            sys.stdout.write(render_markdown(data))
-            return 0
-        assert slack is not None and settings.digest_channel is not None
-        messages = render_slack_messages(data)
-        try:
-            ts = await post_digest(slack, channel=settings.digest_channel, messages=messages)
-        except SlackPostError as exc:
-            print(f"archbot: Slack refused the digest ({exc.error or 'error'})", file=sys.stderr)
-            return 1
-        print(
-            f"Posted the digest to {settings.digest_channel} (ts {ts}, {len(messages)} message(s), "
-            f"{time.monotonic() - started:.1f} s)."
-        )
+    data = await build_digest(settings, store, slack, None, since=since, until=until)
+    if not post:
+        sys.stdout.write(render_markdown(data))
         return 0
-    finally:
-        if slack is not None and getattr(slack, "session", None) is not None:
-            await slack.session.close()
+    assert slack is not None and settings.digest_channel is not None
+    messages = render_slack_messages(data)
+    try:
+        ts = await post_digest(slack, channel=settings.digest_channel, messages=messages)
+    except SlackPostError as exc:
+        print(f"archbot: Slack refused the digest ({exc.error or 'error'})", file=sys.stderr)
+        return 1
+    print(
+        f"Posted the digest to {settings.digest_channel} (ts {ts}, {len(messages)} message(s), "
+        f"{time.monotonic() - started:.1f} s)."
+    )
+    return 0

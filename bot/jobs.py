@@ -32,7 +32,14 @@ from bot.config import Settings
 from bot.errors import ModelError, SlackPostError
 from bot.metrics import Metrics
 from bot.slack import render
-from bot.slack.context import BotIdentity, NameResolver, build_turns, clean_text, fetch_replies
+from bot.slack.context import (
+    BotIdentity,
+    NameResolver,
+    build_turns,
+    clean_text,
+    fetch_replies,
+    resolve_channel_type,
+)
 from bot.slack.post import ReplyPoster, add_reaction, post_message, remove_reaction
 from bot.store import MAX_ATTEMPTS, Store
 from bot.types import Answer, Hit, Job, Turn
@@ -236,6 +243,8 @@ class JobRunner:
             )
             self._end(job, "done", None, extra)
             return
+        if job.channel_type in ("unknown", "command"):
+            job.channel_type = await resolve_channel_type(self.client, job.channel)
         if job.kind != "review":
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
         try:

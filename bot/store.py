@@ -428,7 +428,7 @@ class Store:
                 id=r["id"],
                 job_id=r["job_id"],
                 channel=r["channel"],
-                channel_type=r["channel_type"] or "channel",
+                channel_type=r["channel_type"] or "unknown",
                 thread_ts=r["thread_ts"],
                 message_ts=r["message_ts"],
                 user=r["user"],

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from bot.config import Settings, env_name
+from bot.config import Settings
 from bot.slack.assistant import (
     GENERIC_PROMPTS,
     MAX_PROMPTS,
@@ -15,13 +13,6 @@ from bot.slack.assistant import (
     usable_title,
 )
 from bot.types import Hit
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
-        monkeypatch.delenv(env_name(name), raising=False)
-    monkeypatch.chdir(tmp_path)
 
 
 def test_prompts_fall_back_to_general_ones() -> None:

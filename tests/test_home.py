@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import pytest
-
-from bot.config import Settings, env_name
+from bot.config import Settings
 from bot.slack.home import HomeFigures, RecentQuestion, build_home_view, build_sources_text
 
 NOW = 1_750_000_000.0
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
-        monkeypatch.delenv(env_name(name), raising=False)
-    monkeypatch.chdir(tmp_path)
 
 
 def _text(view: dict) -> str:

@@ -11,20 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.config import Settings, env_name
+from bot.config import Settings
 from bot.stats import collect_stats, estimate_cost, index_summary, percentile, resolve_since
 from bot.store import Store
 from bot.types import Answer, Citation, Usage
 
 LATENCIES = [1000.0, 2000.0, 3000.0, 4000.0, 10000.0]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No setting leaks in from the developer's environment or a `.env` in the working directory."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(env_name(name), raising=False)
-    monkeypatch.chdir(tmp_path)
 
 
 def _answer_job(

@@ -283,30 +283,35 @@ class Searcher:
                 ids,
             )
         }
+        # Walk the ranking once: a passage that nearly repeats one already seen is dropped, and
+        # its file becomes an alias of the earlier one (a copied document is one place, not two).
+        # The first results take one passage per place; second passages fill up after.
         chosen: list[tuple[float, int, set[str]]] = []
         later: list[tuple[float, int, set[str]]] = []
-        files: set[int] = set()
+        seen: list[tuple[int, set[str]]] = []  # (place, body terms) of passages kept so far
+        alias: dict[int, int] = {}
+        places: set[int] = set()
         for item in scored:
             _, rowid, body_terms = item
             if rowid not in meta:
                 continue
-            if any(_jaccard(body_terms, other) >= DUPLICATE_JACCARD for _, _, other in chosen):
-                continue
             file_id = meta[rowid][0]
-            if file_id in files:
+            place = alias.get(file_id, file_id)
+            duplicate_of = next((p for p, other in seen if _jaccard(body_terms, other) >= DUPLICATE_JACCARD), None)
+            if duplicate_of is not None:
+                if duplicate_of != place:
+                    alias[file_id] = duplicate_of
+                continue
+            seen.append((place, body_terms))
+            if place in places:
                 later.append(item)
                 continue
-            files.add(file_id)
+            places.add(place)
             chosen.append(item)
             if len(chosen) >= k:
                 break
-        if len(chosen) < k:  # fewer distinct files than k: second passages from the same files
-            for item in later:
-                if any(_jaccard(item[2], other) >= DUPLICATE_JACCARD for _, _, other in chosen):
-                    continue
-                chosen.append(item)
-                if len(chosen) >= k:
-                    break
+        if len(chosen) < k:  # fewer distinct places than k: second passages from the same places
+            chosen.extend(later[: k - len(chosen)])
         hits = []
         for score, rowid, _ in chosen:
             _, heading, text, source, path, title = meta[rowid]

@@ -103,6 +103,20 @@ class NameResolver:
         return name
 
 
+async def resolve_channel_type(client: AsyncWebClient, channel: str) -> str:
+    """channel | group | im | mpim from conversations.info; "unknown" (treated as private) on failure."""
+    try:
+        info = (await client.conversations_info(channel=channel)).get("channel") or {}
+    except SlackApiError as exc:
+        log.info("conversations.info failed", extra={"channel": channel, "error": exc.response.get("error")})
+        return "unknown"
+    if info.get("is_im"):
+        return "im"
+    if info.get("is_mpim"):
+        return "mpim"
+    return "group" if info.get("is_private") else "channel"
+
+
 async def fetch_replies(client: AsyncWebClient, *, channel: str, thread_ts: str, page_size: int = 200) -> list[dict]:
     """Every message of a thread, oldest first (all pages)."""
     messages: list[dict] = []

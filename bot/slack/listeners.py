@@ -70,9 +70,9 @@ def classify_message(
         return None, "self"
     text = str(event.get("text") or "")
     thread_ts = str(event.get("thread_ts") or ts)
-    channel_type = str(event.get("channel_type") or "channel")
-    if channel.startswith("D") and channel_type == "channel":
-        channel_type = "im"
+    # app_mention carries no channel_type: "unknown" until the job asks conversations.info, so a
+    # private channel is never mistaken for a public one (the digest publishes public threads only).
+    channel_type = str(event.get("channel_type") or ("im" if channel.startswith("D") else "unknown"))
     team = event.get("team") or event.get("user_team")
     mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in text
     if channel_type == "im":

@@ -1,0 +1,229 @@
+"""Prompt assembly: pure builders from prompt files, turns and hits to the request's parts.
+
+The request is laid out for prompt caching. The stable prefix comes first and is identical for
+every question of every user: the `record_reply` tool, then the system prompt (the architect's
+method, the review method, the team profile), with one `cache_control` mark on its last block.
+After the mark come the parts that change: the thread's turns and, in the last user turn, the
+retrieved passages as `search_result` blocks (citations on), short notes, and the question.
+
+Prompt files are markdown under `prompts/`; each starts with an HTML comment carrying
+`version: N`, recorded in logs so an answer can be traced to the prompt that produced it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bot.architect.reply import TOOL_NAME, tool_schema
+from bot.errors import ConfigError
+from bot.types import Hit, Turn
+
+Mode = Literal["chat", "review"]
+CACHE_MARK = {"type": "ephemeral"}
+# Passages are trimmed so that the changing part of a request stays smaller than the cached
+# prefix (which keeps most input tokens cache reads) and a long section cannot crowd out the rest.
+PASSAGE_MAX_CHARS = 1800
+PASSAGES_MAX_TOTAL_CHARS = 12_000
+BLOCK_TARGET_CHARS = 400  # citable unit inside a passage: paragraphs merged up to about this size
+THREAD_START = "(The thread starts with your earlier message, below.)"
+
+_VERSION = re.compile(r"^\s*<!--(.*?)-->\s*\n?", re.DOTALL)
+_NOTE_HEADING = re.compile(r"^## +(\w+)\s*$", re.MULTILINE)
+_DIRECT = re.compile(
+    r"\b(just|simply) (answer|tell me|give me)|answer (it )?anyway|\bno (more )?(clarifying )?questions"
+    r"|skip the questions|stop asking|don'?t ask|without (any )?(more |further )?questions"
+    r"|直接(回答|给|说)|别问|不要问",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    name: str
+    version: str
+    text: str
+
+
+def load_prompt(path: Path) -> PromptFile:
+    """A prompt file, without its leading version comment."""
+    raw = path.read_text(encoding="utf-8")
+    version = "unversioned"
+    if match := _VERSION.match(raw):
+        if found := re.search(r"version:\s*([\w.-]+)", match.group(1)):
+            version = found.group(1)
+        raw = raw[match.end() :]
+    return PromptFile(name=path.stem, version=version, text=raw.strip())
+
+
+def parse_notes(text: str) -> dict[str, str]:
+    """`## name` sections of turn_notes.md → {name: text}."""
+    parts = _NOTE_HEADING.split(text)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Every prompt the architect sends, loaded once."""
+
+    architect: PromptFile
+    review: PromptFile
+    record_reply: PromptFile
+    notes: dict[str, str]
+    team_profile: PromptFile
+
+    @classmethod
+    def load(cls, prompts_dir: Path, team_profile: Path) -> Prompts:
+        if not team_profile.is_file():
+            raise ConfigError("ARCHBOT_TEAM_PROFILE", f"file not found: {team_profile}")
+        notes_file = load_prompt(prompts_dir / "turn_notes.md")
+        notes = parse_notes(notes_file.text)
+        missing = {"passages", "no_passages", "just_answer", "review", "repair_invalid", "repair_missing"} - set(notes)
+        if missing:
+            raise ConfigError("prompts/turn_notes.md", f"missing sections: {', '.join(sorted(missing))}")
+        return cls(
+            architect=load_prompt(prompts_dir / "architect.md"),
+            review=load_prompt(prompts_dir / "review.md"),
+            record_reply=load_prompt(prompts_dir / "record_reply.md"),
+            notes=notes,
+            team_profile=load_prompt(team_profile),
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        files = (self.architect, self.review, self.record_reply, self.team_profile)
+        return {f.name: f.version for f in files}
+
+
+# -- the stable prefix --------------------------------------------------------------------
+def build_system(prompts: Prompts) -> list[dict[str, Any]]:
+    """System blocks; the last carries the cache mark, so tools + system form the cached prefix."""
+    profile = f"# The team you work with\n\n{prompts.team_profile.text}"
+    return [
+        {"type": "text", "text": prompts.architect.text},
+        {"type": "text", "text": prompts.review.text},
+        {"type": "text", "text": profile, "cache_control": CACHE_MARK},
+    ]
+
+
+def build_tools(prompts: Prompts) -> list[dict[str, Any]]:
+    return [{"name": TOOL_NAME, "description": prompts.record_reply.text, "input_schema": tool_schema()}]
+
+
+# -- passages -----------------------------------------------------------------------------
+def _trim(text: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    for boundary in ("\n\n", "\n", ". ", "。", " "):
+        at = cut.rfind(boundary)
+        if at > limit // 2:
+            cut = cut[: at + len(boundary)]
+            break
+    return cut.rstrip() + " …"
+
+
+def _citable_blocks(text: str) -> list[dict[str, str]]:
+    """Split a passage into paragraph-sized text blocks (the unit a citation points at)."""
+    pieces: list[str] = []
+    current = ""
+    in_code = False
+    for paragraph in re.split(r"\n\s*\n", text):
+        if current and len(current) >= BLOCK_TARGET_CHARS and not in_code:  # never split inside a fence
+            pieces.append(current)
+            current = paragraph
+        else:
+            current = f"{current}\n\n{paragraph}" if current else paragraph
+        if paragraph.count("```") % 2 == 1:
+            in_code = not in_code
+    if current:
+        pieces.append(current)
+    return [{"type": "text", "text": p.strip()} for p in pieces if p.strip()]
+
+
+def passage_title(hit: Hit) -> str:
+    return hit.heading or hit.title or hit.path
+
+
+def build_search_results(
+    hits: Sequence[Hit], *, max_chars: int = PASSAGE_MAX_CHARS, max_total: int = PASSAGES_MAX_TOTAL_CHARS
+) -> tuple[list[dict[str, Any]], list[Hit]]:
+    """`search_result` blocks for the hits that fit the budget, and those hits in the same order.
+
+    The i-th block is the i-th returned hit, which is how a citation's `search_result_index`
+    maps back to a path. Hits without text are skipped (an empty block is a 400).
+    """
+    blocks: list[dict[str, Any]] = []
+    sent: list[Hit] = []
+    total = 0
+    for hit in hits:
+        text = _trim(hit.text or hit.snippet or "", max_chars)
+        if not text.strip() or (sent and total + len(text) > max_total):
+            continue
+        content = _citable_blocks(text)
+        if not content:
+            continue
+        total += len(text)
+        sent.append(hit)
+        blocks.append(
+            {
+                "type": "search_result",
+                "source": hit.ref,
+                "title": passage_title(hit),
+                "content": content,
+                "citations": {"enabled": True},
+            }
+        )
+    return blocks, sent
+
+
+# -- the conversation ---------------------------------------------------------------------
+def clean_turns(turns: Sequence[Turn]) -> list[Turn]:
+    """Non-empty turns, consecutive same-role turns merged, starting with the user's."""
+    merged: list[Turn] = []
+    for turn in turns:
+        text = (turn.text or "").strip()
+        if not text:
+            continue
+        if merged and merged[-1].role == turn.role:
+            merged[-1] = Turn(turn.role, f"{merged[-1].text}\n\n{text}")
+        else:
+            merged.append(Turn(turn.role, text))
+    if not merged or merged[-1].role != "user":
+        raise ValueError("the conversation must end with the user's message")
+    if merged[0].role == "assistant":
+        merged.insert(0, Turn("user", THREAD_START))
+    return merged
+
+
+def wants_direct_answer(turns: Sequence[Turn]) -> bool:
+    """The asker's latest message says "just answer" (or the like)."""
+    last = next((t for t in reversed(turns) if t.role == "user" and t.text.strip()), None)
+    return bool(last and _DIRECT.search(last.text))
+
+
+def build_messages(
+    turns: Sequence[Turn],
+    results: list[dict[str, Any]],
+    notes: dict[str, str],
+    *,
+    mode: Mode = "chat",
+    direct: bool = False,
+) -> list[dict[str, Any]]:
+    """The messages array: earlier turns as plain text, the last user turn with passages and notes."""
+    clean = clean_turns(turns)
+    messages: list[dict[str, Any]] = [{"role": t.role, "content": t.text} for t in clean[:-1]]
+    guidance = [notes["passages"] if results else notes["no_passages"]]
+    if mode == "review":
+        guidance.append(notes["review"])
+    if direct and mode == "chat":
+        guidance.append(notes["just_answer"])
+    last: list[dict[str, Any]] = [*results]
+    last.append({"type": "text", "text": "\n\n".join(guidance)})
+    last.append({"type": "text", "text": clean[-1].text})
+    messages.append({"role": "user", "content": last})
+    return messages

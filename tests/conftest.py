@@ -1,0 +1,89 @@
+"""Shared fixtures: a clean environment, the fake Slack and fake Anthropic servers, a running bot.
+
+Everything talks over real sockets on 127.0.0.1 with the real SDK clients; the database is a
+real SQLite file in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.runtime import Bot
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.slack import FakeSlack
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CORPUS = REPO_ROOT.parent / "shared" / "corpora" / "next-cloudphone"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No developer token or setting leaks into a test; `.env` files are not read from the repo."""
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "ANTHROPIC_", "ARCHBOT_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeAnthropic]:
+    fake = FakeAnthropic()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def bot_settings(
+    tmp_path: Path,
+    slack: FakeSlack,
+    model: FakeAnthropic | None = None,
+    *,
+    socket_mode: bool = False,
+    **overrides: Any,
+) -> Settings:
+    values: dict[str, Any] = {
+        "slack_bot_token": slack.bot_token,
+        "slack_app_token": slack.app_token if socket_mode else None,
+        "slack_signing_secret": slack.signing_secret,
+        "slack_api_url": slack.api_url,
+        "db_path": tmp_path / "archbot.db",
+        "port": 0,
+        "log_format": "text",
+        "shutdown_grace": 3.0,
+    }
+    if model is not None:
+        values["anthropic_api_key"] = "sk-ant-fake-0123456789abcdef"
+        values["anthropic_base_url"] = model.base_url
+        values["model_max_retries"] = 2
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_bot(settings: Settings, *, index: bool = False) -> AsyncIterator[Bot]:
+    bot = Bot(settings)
+    await bot.start(index=index)
+    try:
+        yield bot
+    finally:
+        await bot.stop()

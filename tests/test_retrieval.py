@@ -1,0 +1,196 @@
+"""Retrieval engine: indexing (incremental, odd files, concurrent readers) and bilingual search."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.retrieval import IndexReport, Searcher, index_sources
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docs"
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "team-docs"
+    shutil.copytree(FIXTURES, folder)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, docs: Path) -> Settings:
+    return Settings(db_path=tmp_path / "archbot.db", docs=[docs])
+
+
+def team_hits(settings: Settings, query: str, k: int = 5) -> list:
+    searcher = Searcher(settings.db_path)
+    try:
+        return [h for h in searcher.search(query, k=k + 20) if h.source == "team-docs"][:k]
+    finally:
+        searcher.close()
+
+
+def test_index_and_search_english_and_chinese(settings: Settings) -> None:
+    report = index_sources(settings)
+    assert isinstance(report, IndexReport)
+    assert report.indexed >= 5 and report.skipped == {}
+    assert report.chunks > 0 and report.total_chunks >= report.chunks
+
+    hits = team_hits(settings, "where do failed messages go? dead letter exchange")
+    assert hits[0].path == "en/messaging.md"
+    assert hits[0].heading.startswith("Messaging guide > ")  # small sections merge into the next one
+    assert hits[0].source == "team-docs" and hits[0].url is None
+    assert "orders.dlx" in hits[0].text and len(hits[0].snippet) <= 240
+
+    hits = team_hits(settings, "缓存过期时间是多少")
+    assert hits[0].path == "zh/cache.md"
+
+
+def test_identifiers_match_whole_and_in_parts(settings: Settings) -> None:
+    index_sources(settings)
+    assert team_hits(settings, "device.connection.lost")[0].path == "en/messaging.md"
+    assert team_hits(settings, "DB_PASSWORD")[0].path == "en/messaging.md"
+    assert team_hits(settings, "what's the db password variable")[0].path == "en/messaging.md"
+    hit = team_hits(settings, "DB_PASSWORD")[0]
+    assert "DB_PASSWORD" in hit.snippet  # identifiers survive snippet cleaning
+
+
+def test_cross_language_both_ways(settings: Settings) -> None:
+    index_sources(settings)
+    # English question, Chinese passage (glossary: circuit breaker ↔ 熔断, payment ↔ 支付)
+    hits = team_hits(settings, "how long does the circuit breaker stay open for payments?")
+    assert hits[0].path == "zh/billing.md"
+    assert "熔断" in hits[0].heading
+    # Chinese question, English passage (glossary: 灰度 ↔ canary, 回滚 ↔ rollback)
+    assert team_hits(settings, "灰度发布放多少流量")[0].path == "en/release.md"
+    assert team_hits(settings, "怎么回滚")[0].path == "en/release.md"
+
+
+def test_front_matter_title_and_tags(settings: Settings) -> None:
+    index_sources(settings)
+    hit = team_hits(settings, "canary")[0]
+    assert hit.path == "en/release.md"
+    assert hit.title == "Release checklist"
+    assert "title:" not in hit.text
+
+
+def test_urls_for_docs_but_not_for_knowledge(settings: Settings) -> None:
+    index_sources(settings)
+    searcher = Searcher(settings.db_path, docs_url="https://git.example/blob/main/")
+    hits = searcher.search("dead letter exchange", k=20)
+    searcher.close()
+    team = [h for h in hits if h.source == "team-docs"]
+    assert team[0].url == "https://git.example/blob/main/" + team[0].path
+    assert all(h.url is None for h in hits if h.source == "knowledge")
+
+
+def test_incremental_add_change_delete(settings: Settings, docs: Path) -> None:
+    first = index_sources(settings)
+    again = index_sources(settings)
+    assert again.indexed == 0 and again.removed == 0 and again.chunks == 0
+    assert again.unchanged == first.indexed + first.unchanged
+
+    (docs / "en" / "new.md").write_text("# Flux capacitor\n\nThe flux capacitor needs 1.21 gigawatts.\n")
+    cache = docs / "zh" / "cache.md"
+    cache.write_text(cache.read_text(encoding="utf-8").replace("300 秒", "900 秒") + "\n", encoding="utf-8")
+    (docs / "en" / "onboarding.md").unlink()
+    touched = docs / "en" / "release.md"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 5_000_000_000))
+
+    report = index_sources(settings)
+    assert report.indexed == 2  # new.md and the changed cache.md; release.md only re-stamped
+    assert report.removed == 1
+    assert team_hits(settings, "flux capacitor")[0].path == "en/new.md"
+    assert "900 秒" in team_hits(settings, "用户信息缓存过期时间")[0].text
+    assert not [h for h in team_hits(settings, "pnpm install docker compose") if h.path == "en/onboarding.md"]
+    assert index_sources(settings).unchanged == report.indexed + report.unchanged
+
+
+def test_odd_files_are_skipped_and_counted(settings: Settings, docs: Path) -> None:
+    odd = docs / "odd"
+    odd.mkdir()
+    (odd / "binary.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (odd / "latin1.md").write_bytes("# Caf\xe9\n\nna\xefve text\n".encode("latin-1"))
+    (odd / "huge.md").write_text("# Huge\n\n" + "word " * 450_000)
+    (odd / "empty.md").write_text("")
+    (odd / "blank.md").write_text("   \n\n")
+    (odd / "dangling.md").symlink_to(odd / "does-not-exist.md")
+    (odd / "loop-a.md").symlink_to(odd / "loop-b.md")
+    (odd / "loop-b.md").symlink_to(odd / "loop-a.md")
+    (odd / "parent").symlink_to(docs, target_is_directory=True)  # a directory loop
+    (odd / "picture.png").write_bytes(b"\x89PNG")  # not a doc: ignored, not counted
+    if os.geteuid() != 0:  # root reads anything
+        locked = odd / "locked.md"
+        locked.write_text("# Secret\n")
+        locked.chmod(0)
+
+    report = index_sources(settings)
+    expected = {"binary": 1, "invalid_utf8": 1, "too_large": 1, "empty": 2, "symlink_loop": 3, "unreadable": 1}
+    if os.geteuid() != 0:
+        expected["unreadable"] += 1
+    assert report.skipped == expected
+    assert report.indexed >= 5
+    assert team_hits(settings, "dead letter")[0].path == "en/messaging.md"
+
+
+def test_near_duplicates_collapse(settings: Settings, docs: Path) -> None:
+    text = (docs / "en" / "messaging.md").read_text(encoding="utf-8")
+    (docs / "en" / "messaging-copy.md").write_text(text.replace("three times", "3 times"), encoding="utf-8")
+    index_sources(settings)
+    hits = team_hits(settings, "dead letter exchange DlxConsumer", k=5)
+    paths = [h.path for h in hits]
+    assert len(paths) == len(set(paths))
+    assert sum(p.startswith("en/messaging") for p in paths) == 1
+
+
+def test_missing_or_empty_index_returns_nothing(tmp_path: Path) -> None:
+    assert Searcher(tmp_path / "nope.db").search("anything") == []
+    assert not (tmp_path / "nope.db").exists()
+    sqlite3.connect(tmp_path / "blank.db").close()
+    assert Searcher(tmp_path / "blank.db").search("anything") == []
+    assert Searcher(tmp_path / "blank.db").search("   ") == []
+
+
+def test_not_a_folder_is_an_error(tmp_path: Path) -> None:
+    from bot.errors import IndexError_
+
+    settings = Settings(db_path=tmp_path / "x.db")
+    with pytest.raises(IndexError_):
+        index_sources(settings, [tmp_path / "missing"])
+
+
+def test_searches_from_threads_during_reindex(settings: Settings, docs: Path) -> None:
+    index_sources(settings)
+    searcher = Searcher(settings.db_path)
+    errors: list[BaseException] = []
+    counts: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                hits = [h for h in searcher.search("dead letter exchange", k=5) if h.source == "team-docs"]
+                counts.append(len(hits))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(4):  # rewrite every doc, so each run swaps all chunks
+            for path in docs.rglob("*.md"):
+                path.write_text(path.read_text(encoding="utf-8") + f"\n<!-- edit {n} -->\n", encoding="utf-8")
+            assert index_sources(settings).indexed == 5
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors
+    assert counts and min(counts) >= 1  # never an empty (half-built) view
