@@ -96,9 +96,10 @@ def _local_wall(instant: datetime, zone: ZoneInfo) -> datetime:
 def next_fire(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
     """The first fire time strictly after `after` (aware, in `zone`)."""
     it = croniter(cron, _local_wall(after, zone) - _MARGIN)
+    limit = after.astimezone(UTC)  # compare in UTC: same-zone comparisons ignore the fold
     for _ in range(_MAX_STEPS):
         instant = resolve_wall_time(it.get_next(datetime), zone)
-        if instant > after:
+        if instant.astimezone(UTC) > limit:
             return instant
     raise ScheduleError(f"no fire time for {cron!r} after {after.isoformat()}")
 
@@ -106,9 +107,10 @@ def next_fire(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
 def previous_fire(cron: str, zone: ZoneInfo, at: datetime) -> datetime:
     """The last fire time at or before `at` (aware, in `zone`)."""
     it = croniter(cron, _local_wall(at, zone) + _MARGIN)
+    limit = at.astimezone(UTC)
     for _ in range(_MAX_STEPS):
         instant = resolve_wall_time(it.get_prev(datetime), zone)
-        if instant <= at:
+        if instant.astimezone(UTC) <= limit:
             return instant
     raise ScheduleError(f"no fire time for {cron!r} before {at.isoformat()}")
 
@@ -147,7 +149,7 @@ class Period:
 
 def period_ending(cron: str, zone: ZoneInfo, fire: datetime) -> Period:
     """The period whose digest fires at `fire`: [previous fire, fire)."""
-    since = previous_fire(cron, zone, fire - timedelta(microseconds=1))
+    since = previous_fire(cron, zone, fire.astimezone(UTC) - timedelta(microseconds=1))
     return Period(fire=fire, since=since, key=period_key(fire))
 
 
@@ -203,7 +205,8 @@ class DigestScheduler:
         self._retry_at: datetime | None = None
 
     def now(self) -> datetime:
-        return self._now().astimezone(self.zone)
+        """The current instant in UTC (arithmetic between two times of one zone ignores DST offsets)."""
+        return self._now().astimezone(UTC)
 
     # -- one step ------------------------------------------------------------------------
     def start(self) -> None:
@@ -229,8 +232,8 @@ class DigestScheduler:
         if last_fire is not None and last_fire < since:
             earliest = period.fire
             for _ in range(CATCH_UP_PERIODS):
-                earliest = previous_fire(self.cron, self.zone, earliest - timedelta(microseconds=1))
-            since = max(last_fire.astimezone(self.zone), earliest)
+                earliest = previous_fire(self.cron, self.zone, earliest.astimezone(UTC) - timedelta(microseconds=1))
+            since = max(last_fire, earliest.astimezone(UTC)).astimezone(self.zone)
         return Period(fire=period.fire, since=since, key=period.key, catch_up=True)
 
     def _has_answers(self, period: Period) -> bool:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.slack.home import HomeFigures, RecentQuestion, build_home_view, build_sources_text
+from bot.retrieval import index_sources
+from bot.slack.home import HomeFigures, RecentQuestion, build_home_view, build_sources_text, publish_home
+from bot.stats import index_summary
+from bot.store import Store
+from bot.types import Answer
+from tests.conftest import bot_settings, running_bot
+from tests.fakes import FakeSlack, app_home_opened_event, event_callback, post_event
 
 NOW = 1_750_000_000.0
 
@@ -70,3 +79,97 @@ def test_long_questions_are_cut() -> None:
     )
     quoted = [b for b in view["blocks"] if b.get("text", {}).get("text", "").startswith("> ")]
     assert len(quoted) == 1 and len(quoted[0]["text"]["text"]) < 250
+
+
+# -- against the fake Slack ------------------------------------------------------------------
+def _seed(store: Store) -> None:
+    """Answers asked in a public channel, a private one, a private one stored as 'channel', a DM."""
+    asked = [
+        ("C1PUBLIC", "channel", "1.1", "How do we version events on the bus?"),
+        ("C2SECRET", "group", "1.2", "Secret reorg question from a private channel"),
+        ("C3PRIV", "channel", "1.3", "A mention in a private channel, stored without its type"),
+        ("D1", "im", "1.4", "A question sent as a direct message"),
+        ("C1PUBLIC", "channel", "1.5", "Where does the order saga compensate?"),
+    ]
+    for channel, channel_type, ts, question in asked:
+        answer = Answer(kind="answer", text="…")
+        store.record_answer(
+            job=None,
+            channel=channel,
+            thread_ts=ts,
+            message_ts=ts + "1",
+            question=question,
+            answer=answer,
+            channel_type=channel_type,
+        )
+    store.record_feedback(channel="C1PUBLIC", message_ts="1.11", user="U1", value="up")
+    store.record_feedback(channel="C1PUBLIC", message_ts="1.51", user="U2", value="down")
+    store.record_feedback(channel="C1PUBLIC", message_ts="1.51", user="U3", value="up")
+
+
+CHANNELS = {"C2SECRET": {"is_private": True}, "C3PRIV": {"is_private": True}, "D1": {"is_im": True}}
+
+
+def _assert_public_only(view: dict) -> None:
+    text = _text(view)
+    assert "How do we version events on the bus?" in text
+    assert "Where does the order saga compensate?" in text
+    assert "<#C1PUBLIC>" in text
+    for private in ("Secret reorg", "stored without its type", "direct message", "C2SECRET", "C3PRIV", "<#D1>"):
+        assert private not in text, private
+
+
+async def test_publish_home_shows_public_questions_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "archbot.db")
+    _seed(store)
+    index_sources(Settings(ARCHBOT_DB=str(tmp_path / "archbot.db")))
+    try:
+        async with FakeSlack(channels=CHANNELS) as slack:
+            client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+            await publish_home(client, user_id="U1", settings=Settings(), store=store, index_info=index_summary(store))
+            [call] = slack.calls_to("views.publish")
+            assert call.args["user_id"] == "U1"
+            view = call.args["view"]
+            assert slack.home_views["U1"]["type"] == "home"
+    finally:
+        store.close()
+    _assert_public_only(view)
+    text = _text(view)
+    assert "*knowledge* — " in text and "passages" in text
+    assert "*5* answers in the last 30 days · 👍 *2* · 👎 *1*" in text
+    # newest first
+    assert text.index("Where does the order saga") < text.index("How do we version events")
+
+
+async def test_publish_home_fails_closed_when_slack_cannot_confirm(tmp_path: Path) -> None:
+    store = Store(tmp_path / "archbot.db")
+    _seed(store)
+    try:
+        async with FakeSlack(channels=CHANNELS) as slack:
+            slack.fail("conversations.info", error="ratelimited", times=None)
+            client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+            await publish_home(client, user_id="U1", settings=Settings(), store=store, index_info=None)
+            view = slack.calls_to("views.publish")[0].args["view"]
+    finally:
+        store.close()
+    text = _text(view)
+    assert "No questions from public channels yet." in text
+    assert "How do we version" not in text
+
+
+async def test_app_home_opened_event_publishes(tmp_path: Path) -> None:
+    """End to end: the event over signed HTTP → the bot's listener → views.publish on the fake."""
+    async with FakeSlack(channels=CHANNELS) as slack:
+        settings = bot_settings(tmp_path, slack)
+        store = Store(settings.db_path)
+        _seed(store)
+        store.close()
+        async with running_bot(settings) as bot:
+            status, _ = await post_event(
+                f"http://127.0.0.1:{bot.port}",
+                slack.signing_secret,
+                event_callback(app_home_opened_event(user="U7", channel="D7")),
+            )
+            assert status == 200
+            view = await slack.wait_for(lambda f: f.home_views.get("U7"))
+    _assert_public_only(view)

@@ -1,0 +1,70 @@
+"""The Anthropic client, built from Settings only, and the model check `doctor` and start-up run."""
+
+from __future__ import annotations
+
+import logging
+
+import anthropic
+from anthropic import AsyncAnthropic
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.logs import Redactor
+
+log = logging.getLogger(__name__)
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
+    """An `AsyncAnthropic` configured from `settings` alone (nothing read from the environment here).
+
+    Its own retries (`ARCHBOT_MODEL_RETRIES`, backoff honouring `retry-after`) cover 408/409/429/5xx
+    and connection errors before a stream starts; `Architect` retries what happens mid-stream.
+    """
+    if settings.anthropic_api_key is None:
+        raise ConfigError("ANTHROPIC_API_KEY", "is not set (answers are retrieval-only without it)")
+    return AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url or DEFAULT_BASE_URL,
+        timeout=anthropic.Timeout(settings.model_timeout, connect=min(10.0, settings.model_timeout)),
+        max_retries=settings.model_max_retries,
+    )
+
+
+async def check_model(settings: Settings, client: AsyncAnthropic | None = None) -> tuple[bool, str]:
+    """Is `ARCHBOT_MODEL` a model this key can use? (ok, a one-line message for people).
+
+    Without an API key there is nothing to check: that is the retrieval-only mode, not an error.
+    """
+    if settings.anthropic_api_key is None:
+        return True, "no ANTHROPIC_API_KEY: answers are retrieval-only (no model is called)"
+    redact = Redactor(settings.secrets())
+    own_client = client is None
+    client = client or build_anthropic_client(settings)
+    try:
+        info = await client.models.retrieve(settings.model)
+        return True, f"model {info.id} is available ({info.display_name})"
+    except anthropic.NotFoundError:
+        known = await _some_models(client)
+        hint = f"; available include: {', '.join(known)}" if known else ""
+        return False, f"ARCHBOT_MODEL={settings.model!r} does not exist for this API key (not in the models list){hint}"
+    except anthropic.AuthenticationError:
+        return False, "the Anthropic API rejected ANTHROPIC_API_KEY (401): check the key"
+    except anthropic.PermissionDeniedError:
+        return False, "ANTHROPIC_API_KEY may not list models (403): check the key's permissions"
+    except anthropic.APIConnectionError as exc:
+        where = settings.anthropic_base_url or DEFAULT_BASE_URL
+        return False, redact(f"cannot reach the Anthropic API at {where}: {type(exc).__name__}")
+    except anthropic.APIStatusError as exc:
+        return False, redact(f"the models endpoint answered HTTP {exc.status_code}")
+    finally:
+        if own_client:
+            await client.close()
+
+
+async def _some_models(client: AsyncAnthropic, limit: int = 8) -> list[str]:
+    try:
+        page = await client.models.list(limit=limit)
+        return [m.id for m in page.data][:limit]
+    except anthropic.APIError:
+        return []
