@@ -10,13 +10,14 @@ variable; the CLI prints that one line and exits 2.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from bot.errors import ConfigError
 
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     db_path: Path = Field(
         Path("./archbot.db"), validation_alias=_alias("ARCHBOT_DB"), description="SQLite database file."
     )
-    docs: list[Path] = Field(
+    docs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         validation_alias=_alias("ARCHBOT_DOCS"),
         description="Comma-separated folders of team docs to index (`knowledge/` is always indexed).",
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
         "0 9 * * MON", validation_alias=_alias("ARCHBOT_DIGEST_CRON"), description="Digest schedule (cron)."
     )
     tz: str = Field("UTC", validation_alias=_alias("ARCHBOT_TZ"), description="IANA timezone of the schedule.")
-    digest_channels_opt_in: list[str] = Field(
+    digest_channels_opt_in: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=_alias("ARCHBOT_DIGEST_PRIVATE_CHANNELS"),
         description="Comma-separated private channel ids allowed in the digest (public ones always are).",
@@ -273,6 +274,11 @@ def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment, or raise ConfigError naming the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a value the settings source could not even parse
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1) if match else "?"
+        name = env_name(field) if field in Settings.model_fields else field
+        raise ConfigError(name, "could not be parsed") from None
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = error.get("loc") or ("?",)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -93,12 +93,19 @@ def _local_wall(instant: datetime, zone: ZoneInfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None, fold=0)
 
 
+def _step(it: croniter, *, forward: bool) -> datetime:
+    try:
+        return it.get_next(datetime) if forward else it.get_prev(datetime)
+    except CroniterError as exc:  # e.g. `0 0 30 2 *`: valid syntax, no such date
+        raise ScheduleError(f"the cron expression has no {'next' if forward else 'previous'} fire time") from exc
+
+
 def next_fire(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
     """The first fire time strictly after `after` (aware, in `zone`)."""
     it = croniter(cron, _local_wall(after, zone) - _MARGIN)
     limit = after.astimezone(UTC)  # compare in UTC: same-zone comparisons ignore the fold
     for _ in range(_MAX_STEPS):
-        instant = resolve_wall_time(it.get_next(datetime), zone)
+        instant = resolve_wall_time(_step(it, forward=True), zone)
         if instant.astimezone(UTC) > limit:
             return instant
     raise ScheduleError(f"no fire time for {cron!r} after {after.isoformat()}")
@@ -109,7 +116,7 @@ def previous_fire(cron: str, zone: ZoneInfo, at: datetime) -> datetime:
     it = croniter(cron, _local_wall(at, zone) + _MARGIN)
     limit = at.astimezone(UTC)
     for _ in range(_MAX_STEPS):
-        instant = resolve_wall_time(it.get_prev(datetime), zone)
+        instant = resolve_wall_time(_step(it, forward=False), zone)
         if instant.astimezone(UTC) <= limit:
             return instant
     raise ScheduleError(f"no fire time for {cron!r} before {at.isoformat()}")

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.config import Settings
 from bot.slack.assistant import (
     GENERIC_PROMPTS,
     MAX_PROMPTS,
+    THINKING_STATUS,
     build_suggested_prompts,
     doc_titles,
+    on_assistant_thread_started,
+    set_status,
     usable_title,
 )
 from bot.types import Hit
+from tests.conftest import bot_settings, running_bot
+from tests.fakes import FakeSlack, assistant_thread_started_event, default_scopes, event_callback, post_event
 
 
 def test_prompts_fall_back_to_general_ones() -> None:
@@ -76,3 +83,61 @@ async def test_doc_titles_from_a_real_index(tmp_path: Path) -> None:
     finally:
         searcher.close()
     assert titles == ["API gateway and service boundaries"]  # the bundled knowledge/ is not "the team's docs"
+
+
+# -- against the fake Slack ------------------------------------------------------------------
+async def test_thread_started_sets_suggested_prompts(tmp_path: Path) -> None:
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        offered = await on_assistant_thread_started(
+            client, channel="D1", thread_ts="1700000000.000100", settings=Settings(), searcher=ListingSearcher()
+        )
+        state = slack.assistant_threads[("D1", "1700000000.000100")]
+    assert state["suggested_prompts"] == [p.as_slack() for p in offered]
+    assert len(offered) == MAX_PROMPTS
+    assert state["suggested_prompts"][0]["title"] == "Explain “Outbox pattern in order-service”"
+    assert state["prompts_title"]
+
+
+async def test_prompt_failure_is_swallowed() -> None:
+    async with FakeSlack() as slack:
+        slack.fail("assistant.threads.setSuggestedPrompts", error="invalid_arguments", times=1)
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        offered = await on_assistant_thread_started(
+            client, channel="D1", thread_ts="1.0", settings=Settings(), searcher=None
+        )
+    assert offered == []
+
+
+async def test_set_status_and_clear() -> None:
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        assert await set_status(client, channel="D1", thread_ts="1.0", status=THINKING_STATUS)
+        assert await set_status(client, channel="D1", thread_ts="1.0", status="")
+        assert slack.assistant_threads[("D1", "1.0")]["status_history"] == [THINKING_STATUS, ""]
+
+        slack.fail("assistant.threads.setStatus", error="channel_not_found", times=1)
+        assert not await set_status(client, channel="D1", thread_ts="1.0", status=THINKING_STATUS)
+
+
+async def test_status_fails_quietly_without_the_scope() -> None:
+    scopes = [s for s in default_scopes() if s != "assistant:write"]
+    async with FakeSlack(scopes=scopes) as slack:
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        assert not await set_status(client, channel="D1", thread_ts="1.0", status=THINKING_STATUS)
+        assert slack.calls_to("assistant.threads.setStatus", include_failed=True)[0].error == "missing_scope"
+
+
+async def test_assistant_thread_started_event(tmp_path: Path) -> None:
+    """End to end: the event over signed HTTP → the bot's listener → setSuggestedPrompts on the fake."""
+    async with FakeSlack() as slack:
+        settings = bot_settings(tmp_path, slack)
+        async with running_bot(settings) as bot:
+            event = assistant_thread_started_event(channel="D5", user="U5", thread_ts="1700000000.000500")
+            status, _ = await post_event(f"http://127.0.0.1:{bot.port}", slack.signing_secret, event_callback(event))
+            assert status == 200
+            state = await slack.wait_for(
+                lambda f: f.assistant_threads.get(("D5", "1700000000.000500"), {}).get("suggested_prompts")
+            )
+    assert 3 <= len(state) <= 4
+    assert all(p["title"] and p["message"] for p in state)

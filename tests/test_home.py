@@ -88,7 +88,7 @@ def _seed(store: Store) -> None:
         ("C1PUBLIC", "channel", "1.1", "How do we version events on the bus?"),
         ("C2SECRET", "group", "1.2", "Secret reorg question from a private channel"),
         ("C3PRIV", "channel", "1.3", "A mention in a private channel, stored without its type"),
-        ("D1", "im", "1.4", "A question sent as a direct message"),
+        ("D1", "im", "1.4", "A question sent privately by DM"),
         ("C1PUBLIC", "channel", "1.5", "Where does the order saga compensate?"),
     ]
     for channel, channel_type, ts, question in asked:
@@ -115,7 +115,7 @@ def _assert_public_only(view: dict) -> None:
     assert "How do we version events on the bus?" in text
     assert "Where does the order saga compensate?" in text
     assert "<#C1PUBLIC>" in text
-    for private in ("Secret reorg", "stored without its type", "direct message", "C2SECRET", "C3PRIV", "<#D1>"):
+    for private in ("Secret reorg", "stored without its type", "privately by DM", "C2SECRET", "C3PRIV", "<#D1>"):
         assert private not in text, private
 
 

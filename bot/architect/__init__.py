@@ -1,0 +1,32 @@
+"""The model side of archbot: prompt assembly, the streamed Claude call, and the structured reply.
+
+Public interface (knows nothing of Slack; `archbot ask` and the Slack jobs share it):
+
+- `Architect(settings, *, client=None).respond(turns=..., hits=..., on_text=..., mode="chat"|"review")`
+  → `bot.types.Answer`, or raises `bot.errors.ModelError`.
+- `retrieval_only_answer(question, hits)` → the labelled answer used without an API key.
+- `build_anthropic_client(settings)` → `anthropic.AsyncAnthropic` configured from Settings only.
+- `check_model(settings, client=None)` → `(ok, message)`: does `ARCHBOT_MODEL` exist?
+
+Modules: `prompt` (pure builders, prompt files), `reply` (the pydantic `Reply` and its tool
+schema), `core` (the call, retries, citations), `pricing` (cost), `client`, `fallback`.
+"""
+
+from __future__ import annotations
+
+from bot.architect.client import build_anthropic_client, check_model
+from bot.architect.core import Architect
+from bot.architect.fallback import retrieval_only_answer
+from bot.architect.pricing import cost_usd
+from bot.architect.prompt import wants_direct_answer
+from bot.architect.reply import Reply
+
+__all__ = [
+    "Architect",
+    "Reply",
+    "build_anthropic_client",
+    "check_model",
+    "cost_usd",
+    "retrieval_only_answer",
+    "wants_direct_answer",
+]

@@ -1,0 +1,355 @@
+"""The architect: turns + passages → one streamed, cited, structured answer.
+
+One request does the work: the model streams the visible answer as text (cited against the
+`search_result` passages) and then calls the `record_reply` tool with the typed facts about it.
+Citations and structured outputs cannot share a request, so the typed part rides on a tool call
+instead. If the tool input does not validate (or the call is missing), one short follow-up
+request asks for it again with the tool forced; if that fails too, the answer is kept as plain
+text. The answer is never dropped because its metadata was bad.
+
+Failures and retries:
+- HTTP errors before the stream starts (429, 5xx, 529, connection errors) are retried by the
+  SDK client (`max_retries`, honouring `retry-after`).
+- A stream cut mid-way (an httpx transport error from the iterator) and an SSE `error` event
+  such as `overloaded_error` are not retried by the SDK; this module restarts the request, up
+  to `ARCHBOT_MODEL_RETRIES` times with exponential backoff. `on_text` always receives the full
+  text so far, so after a restart the caller simply replaces what it showed.
+- Anything else, or running out of retries, raises `ModelError` with the HTTP status.
+
+Secrets: the request body carries prompts, turns and passages only; error messages name the
+status and error type, never a body or a header, and pass through the redactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import anthropic
+import httpx2
+from anthropic import AsyncAnthropic
+
+from bot.architect.client import build_anthropic_client
+from bot.architect.fallback import hit_citation
+from bot.architect.pricing import cost_usd
+from bot.architect.prompt import (
+    PASSAGES_MAX_TOTAL_CHARS,
+    Prompts,
+    build_messages,
+    build_search_results,
+    build_system,
+    build_tools,
+    wants_direct_answer,
+)
+from bot.architect.reply import TOOL_NAME, Reply, parse_reply
+from bot.config import PROMPTS_DIR, Settings
+from bot.errors import ModelError
+from bot.logs import Redactor
+from bot.types import Answer, AnswerKind, Citation, Hit, Turn, Usage
+
+log = logging.getLogger(__name__)
+
+OnText = Callable[[str], Awaitable[None]]
+RETRYABLE_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
+REPAIR_MAX_TOKENS = 1024
+MAX_BACKOFF = 8.0
+
+
+class Architect:
+    """Answers one question at a time; safe to share between concurrent jobs (no per-call state)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: AsyncAnthropic | None = None,
+        prompts_dir: Any = PROMPTS_DIR,
+        backoff: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.client = client if client is not None else build_anthropic_client(settings)
+        self.prompts = Prompts.load(prompts_dir, settings.team_profile)
+        self.system = build_system(self.prompts)
+        self.tools = build_tools(self.prompts)
+        self.backoff = backoff
+        self._redact = Redactor(settings.secrets())
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- the one entry point ---------------------------------------------------------------
+    async def respond(
+        self,
+        *,
+        turns: list[Turn],
+        hits: list[Hit],
+        on_text: OnText | None = None,
+        mode: Literal["chat", "review"] = "chat",
+    ) -> Answer:
+        """Stream an answer to the last user turn, grounded in `hits`. Raises ModelError."""
+        results, sent = build_search_results(hits, max_total=PASSAGES_MAX_TOTAL_CHARS)
+        params: dict[str, Any] = {
+            "model": self.settings.model,
+            "max_tokens": self.settings.max_tokens,
+            "system": self.system,
+            "tools": self.tools,
+            "tool_choice": {"type": "auto"},
+            "messages": build_messages(
+                turns, results, self.prompts.notes, mode=mode, direct=wants_direct_answer(turns)
+            ),
+        }
+        usage = Usage()
+        started = time.monotonic()
+        message = await self._stream(params, on_text, usage)
+        text = visible_text(message)
+        reply, problem = extract_reply(message)
+        if reply is None:
+            log.info("record_reply missing or invalid; asking once more", extra={"problem": problem})
+            reply = await self._repair(params, message, problem, usage)
+        answer = assemble_answer(text=text, reply=reply, message=message, sent=sent, mode=mode)
+        answer.model = message.model
+        usage.cost_usd = cost_usd(message.model, usage)
+        answer.usage = usage
+        log.info(
+            "answer ready",
+            extra={
+                "kind": answer.kind,
+                "model": message.model,
+                "seconds": round(time.monotonic() - started, 3),
+                "input_tokens": usage.input_tokens,
+                "cache_read_input_tokens": usage.cache_read_input_tokens,
+                "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+                "output_tokens": usage.output_tokens,
+                "citations": len(answer.citations),
+                "structured": reply is not None,
+                "prompt_versions": self.prompts.versions,
+            },
+        )
+        return answer
+
+    # -- streaming with bounded restarts ----------------------------------------------------
+    async def _stream(self, params: dict[str, Any], on_text: OnText | None, usage: Usage) -> Any:
+        attempts = 1 + self.settings.model_max_retries
+        for attempt in range(1, attempts + 1):
+            text = ""
+            seen = Usage()
+            try:
+                async with self.client.messages.stream(**params) as stream:
+                    async for event in stream:
+                        if event.type == "text" and event.text:
+                            text += event.text
+                            if on_text is not None:
+                                await on_text(text)
+                        elif event.type == "message_start":
+                            _take_usage(seen, event.message.usage)
+                        elif event.type == "message_delta":
+                            _take_usage(seen, event.usage)
+                    message = await stream.get_final_message()
+                if message.stop_reason is None:  # ended without message_delta: treat as cut
+                    raise httpx2.RemoteProtocolError("stream ended before the message was complete")
+                _add_usage(usage, message.usage)
+                return message
+            except (httpx2.TransportError, anthropic.APIStatusError) as exc:
+                _add_usage(usage, seen)  # what a broken attempt already cost
+                retryable = _mid_stream_retryable(exc)
+                if not retryable or attempt == attempts:
+                    raise self._model_error(exc, attempts=attempt, mid_stream=retryable) from None
+                delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.75, 1.0)
+                log.warning(
+                    "model stream failed; restarting",
+                    extra={"attempt": attempt, "error": _describe(exc), "retry_in": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+            except anthropic.APIConnectionError as exc:  # the SDK already retried these
+                raise self._model_error(exc, attempts=attempt, mid_stream=False) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _model_error(self, exc: BaseException, *, attempts: int, mid_stream: bool) -> ModelError:
+        status = exc.status_code if isinstance(exc, anthropic.APIStatusError) else None
+        if isinstance(exc, anthropic.APIStatusError) and status == 200:
+            status = None  # an SSE error event arrives on a 200 response
+        what = _describe(exc)
+        if isinstance(exc, anthropic.AuthenticationError):
+            what += ": check ANTHROPIC_API_KEY"
+        elif isinstance(exc, anthropic.NotFoundError):
+            what += f": check ARCHBOT_MODEL ({self.settings.model})"
+        where = f"after {attempts} attempt{'s' if attempts > 1 else ''}" if mid_stream else ""
+        message = self._redact(" ".join(p for p in ("model call failed", where, f"({what})") if p))
+        retryable = mid_stream or status in (408, 409, 429) or (status is not None and status >= 500) or status is None
+        return ModelError(message, status=status, retryable=retryable)
+
+    # -- the one follow-up for a bad or missing record_reply ----------------------------------
+    async def _repair(self, params: dict[str, Any], message: Any, problem: str, usage: Usage) -> Reply | None:
+        assistant: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        for block in message.content:
+            if block.type == "text" and block.text.strip():
+                assistant.append({"type": "text", "text": block.text})
+            elif block.type == "tool_use":
+                assistant.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+                results.append(
+                    {"type": "tool_result", "tool_use_id": block.id, "content": problem or "invalid", "is_error": True}
+                )
+        if not assistant:
+            return None
+        notes = self.prompts.notes
+        note = notes["repair_invalid"].replace("{errors}", problem) if results else notes["repair_missing"]
+        follow_up = [
+            *params["messages"],
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": [*results, {"type": "text", "text": note}]},
+        ]
+        try:
+            again = await self.client.messages.create(
+                **{
+                    **params,
+                    "messages": follow_up,
+                    "max_tokens": REPAIR_MAX_TOKENS,
+                    "tool_choice": {"type": "tool", "name": TOOL_NAME},
+                }
+            )
+        except (anthropic.APIError, httpx2.TransportError) as exc:
+            log.warning("record_reply follow-up failed; keeping the plain answer", extra={"error": _describe(exc)})
+            return None
+        _add_usage(usage, again.usage)
+        reply, problem = extract_reply(again)
+        if reply is None:
+            log.warning("record_reply invalid twice; keeping the plain answer", extra={"problem": problem})
+        return reply
+
+
+# -- reading the reply --------------------------------------------------------------------
+def visible_text(message: Any) -> str:
+    return "".join(block.text for block in message.content if block.type == "text").strip()
+
+
+def extract_reply(message: Any) -> tuple[Reply | None, str]:
+    calls = [b for b in message.content if b.type == "tool_use" and b.name == TOOL_NAME]
+    if not calls:
+        return None, f"no {TOOL_NAME} call"
+    return parse_reply(calls[-1].input)
+
+
+def map_citations(message: Any, sent: Sequence[Hit]) -> list[Citation]:
+    """Every `search_result_location` citation → the Hit it points at → a Citation (deduplicated)."""
+    out: list[Citation] = []
+    seen: set[tuple[str, str]] = set()
+    for block in message.content:
+        if block.type != "text":
+            continue
+        for citation in block.citations or []:
+            if getattr(citation, "type", None) != "search_result_location":
+                continue
+            hit = _hit_for(citation.search_result_index, citation.source, sent)
+            if hit is None:
+                log.warning("citation of an unknown source dropped", extra={"source": citation.source})
+                continue
+            key = (hit.path, hit.heading)
+            if key not in seen:
+                seen.add(key)
+                out.append(hit_citation(hit, (citation.cited_text or "").strip()[:500]))
+    return out
+
+
+def _hit_for(index: int | None, source: str | None, sent: Sequence[Hit]) -> Hit | None:
+    if index is not None and 0 <= index < len(sent) and (not source or sent[index].ref == source):
+        return sent[index]
+    return _hit_by_ref(source, sent)
+
+
+def _hit_by_ref(ref: str | None, hits: Sequence[Hit]) -> Hit | None:
+    if not ref:
+        return None
+    return next((h for h in hits if ref in (h.ref, h.path, h.url)), None)
+
+
+def assemble_answer(
+    *, text: str, reply: Reply | None, message: Any, sent: Sequence[Hit], mode: Literal["chat", "review"]
+) -> Answer:
+    citations = map_citations(message, sent)
+    if reply is None:
+        if not text:
+            raise ModelError("model call failed (the reply had no text)", status=None, retryable=True)
+        return Answer(kind="review" if mode == "review" else "answer", text=text, citations=citations)
+    kind: AnswerKind = reply.kind
+    if mode == "review" and kind == "answer":
+        kind = "review"
+    elif mode == "chat" and kind == "review":
+        kind = "answer"
+    if not text:
+        if not reply.questions:
+            raise ModelError("model call failed (the reply had no text)", status=None, retryable=True)
+        text = "\n".join(f"{n}. {q}" for n, q in enumerate(reply.questions, 1))
+    cited = {(c.path, c.heading) for c in citations}
+    for ref in reply.sources:  # sources the model relied on but did not quote: real hits only
+        hit = _hit_by_ref(ref, sent)
+        if hit is not None and (hit.path, hit.heading) not in cited:
+            cited.add((hit.path, hit.heading))
+            citations.append(hit_citation(hit))
+    conflicts = []
+    for conflict in reply.conflicts:
+        paths = []
+        for ref in conflict.sources:
+            hit = _hit_by_ref(ref, sent)
+            paths.append(hit.path if hit else ref)
+        conflicts.append(f"{conflict.summary} ({' vs '.join(dict.fromkeys(paths))})")
+    return Answer(
+        kind=kind,
+        text=text,
+        citations=citations,
+        questions=list(reply.questions) if kind == "clarify" else [],
+        assumptions=list(reply.assumptions),
+        conflicts=conflicts,
+        gaps=list(reply.gaps),
+        decision=reply.decision,
+        topic=reply.topic,
+        confidence=reply.confidence,
+    )
+
+
+# -- errors and usage ---------------------------------------------------------------------
+def _mid_stream_retryable(exc: BaseException) -> bool:
+    """A failure after the stream began that a fresh request may fix."""
+    if isinstance(exc, httpx2.TransportError):
+        return True
+    if isinstance(exc, anthropic.APIStatusError) and exc.status_code == 200:  # SSE error event
+        return _error_type(exc) in RETRYABLE_STREAM_ERRORS
+    return False
+
+
+def _error_type(exc: BaseException) -> str | None:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return error["type"]
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """Status and error type only: never the body, which could quote the request."""
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = _error_type(exc) or type(exc).__name__
+        return f"stream error event {kind}" if exc.status_code == 200 else f"HTTP {exc.status_code} {kind}"
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timed out"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection error"
+    return f"stream broken: {type(exc).__name__}"
+
+
+def _take_usage(into: Usage, source: Any) -> None:
+    """Usage counts on stream events are cumulative: overwrite with what is present."""
+    for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        value = getattr(source, name, None)
+        if value is not None:
+            setattr(into, name, value)
+
+
+def _add_usage(total: Usage, part: Any) -> None:
+    for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        setattr(total, name, getattr(total, name) + (getattr(part, name, None) or 0))
