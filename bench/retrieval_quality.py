@@ -110,9 +110,11 @@ def report(title: str, results: list[tuple[dict, tuple[float, float, float]]]) -
         groups[f"kind={q['kind']}"].append(m)
     print(f"\n{title}")
     print(f"  {'group':<22} {'n':>3}  {'recall@5':>8}  {'file-recall@5':>13}  {'MRR@10':>6}")
-    order = ["overall"] + sorted(k for k in groups if k.startswith("lang")) + sorted(
-        k for k in groups if k.startswith("kind")
-    )
+    order = [
+        "overall",
+        *sorted(k for k in groups if k.startswith("lang")),
+        *sorted(k for k in groups if k.startswith("kind")),
+    ]
     for key in order:
         ms = groups[key]
         n = len(ms)
@@ -159,13 +161,17 @@ def main() -> int:
                 for h in hits[:5]:
                     print(f"    {h.score:.3f} {h.path} | {h.heading[:70]}")
         searcher.close()
-    print(f"\n{len(questions)} questions; relevant files per question: median "
-          f"{sorted(len(q['relevant']) for q in questions)[len(questions) // 2]}")
+    print(
+        f"\n{len(questions)} questions; relevant files per question: median "
+        f"{sorted(len(q['relevant']) for q in questions)[len(questions) // 2]}"
+    )
     report("archbot", ours)
     report("baseline: FTS5 unicode61, words OR-ed", base)
     latencies.sort()
-    print(f"\nsearch latency over the questions: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-          f"max {latencies[-1] * 1000:.1f} ms")
+    print(
+        f"\nsearch latency over the questions: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms"
+    )
     return 0
 
 

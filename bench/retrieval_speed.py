@@ -52,7 +52,7 @@ def run_child(db: Path, corpus: Path) -> dict:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def main() -> int:
@@ -74,12 +74,16 @@ def main() -> int:
         db = Path(tmp) / "full0.db"
         reindex = [run_child(db, args.corpus) for _ in range(3)]
         full_s = statistics.median(r["seconds"] for r in fulls)
-        print(f"full index: median {full_s:.2f} s in-process "
-              f"({statistics.median(r['wall'] for r in fulls):.2f} s with interpreter start), "
-              f"{fulls[0]['files']} files, {fulls[0]['chunks']} chunks   [target ≤ 15 s]")
+        print(
+            f"full index: median {full_s:.2f} s in-process "
+            f"({statistics.median(r['wall'] for r in fulls):.2f} s with interpreter start), "
+            f"{fulls[0]['files']} files, {fulls[0]['chunks']} chunks   [target ≤ 15 s]"
+        )
         print(f"peak RSS while indexing: {max(r['rss_mb'] for r in fulls):.0f} MB   [target ≤ 400 MB]")
-        print(f"no-change re-index: median {statistics.median(r['seconds'] for r in reindex) * 1000:.0f} ms "
-              f"in-process   [target ≤ 1 s]")
+        print(
+            f"no-change re-index: median {statistics.median(r['seconds'] for r in reindex) * 1000:.0f} ms "
+            f"in-process   [target ≤ 1 s]"
+        )
 
         questions = [q["q"] for q in yaml.safe_load((ROOT / "bench" / "questions.yaml").read_text())["questions"]]
         searcher = Searcher(db)
@@ -91,8 +95,10 @@ def main() -> int:
                 searcher.search(q, k=8)
                 latencies.append((time.perf_counter() - started) * 1000)
         searcher.close()
-        print(f"search ({len(latencies)} queries, k=8): p50 {pct(latencies, 50):.1f} ms, "
-              f"p95 {pct(latencies, 95):.1f} ms, max {max(latencies):.1f} ms   [target p50 ≤ 30, p95 ≤ 100]")
+        print(
+            f"search ({len(latencies)} queries, k=8): p50 {pct(latencies, 50):.1f} ms, "
+            f"p95 {pct(latencies, 95):.1f} ms, max {max(latencies):.1f} ms   [target p50 ≤ 30, p95 ≤ 100]"
+        )
     return 0
 
 

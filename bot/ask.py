@@ -41,8 +41,11 @@ def ask_command(settings: Settings, question: str) -> int:
 async def ask(settings: Settings, question: str, *, stream: bool = False) -> Answer:
     from bot.retrieval import Searcher, index_sources
 
-    await asyncio.to_thread(index_sources, settings)
     searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
+    # Index when there is nothing yet (a fresh install) or when ARCHBOT_DOCS names the docs; an index
+    # built by hand with `archbot index PATH` is left as it is rather than narrowed to knowledge/.
+    if settings.docs or not searcher.info()["chunks"]:
+        await asyncio.to_thread(index_sources, settings)
     hits = await asyncio.to_thread(searcher.search, question, settings.search_k)
 
     if not settings.has_model:

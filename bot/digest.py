@@ -26,6 +26,7 @@ re-exported here) decides when. `digest_command()` is `archbot digest`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import statistics
@@ -76,7 +77,7 @@ PRIVATE_TYPES = {"group", "mpim", "im"}
 OTHER_TOPIC = "Other questions"
 DELETED_ERRORS = {"message_not_found", "thread_not_found"}
 GONE_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "access_denied"}
-UNCHECKABLE_ERRORS = {"missing_scope", "not_allowed_token_type", "no_permission"}
+UNCHECKABLE_ERRORS = {"not_allowed_token_type", "no_permission"}
 
 SKIP_LABELS: dict[str, tuple[str, str]] = {  # reason -> (one, several)
     "deleted": ("deleted thread", "deleted threads"),
@@ -249,6 +250,11 @@ async def _check_channel(client: AsyncWebClient, channel: str) -> str:
         resp = await client.conversations_info(channel=channel)
     except SlackApiError as exc:
         error = _error(exc)
+        if error == "missing_scope":
+            # channels:read answers for every public channel, so a scope error naming another
+            # scope (groups:read, im:read, mpim:read) means the conversation is not public.
+            needed = str(exc.response.get("needed") or "")
+            return "unknown" if "channels:read" in needed else "private"
         if error in UNCHECKABLE_ERRORS:
             return "unknown"
         log.info("digest: channel check failed", extra={"channel": channel, "error": error})
@@ -864,16 +870,22 @@ async def build_digest(
 ) -> DigestData:
     """Collect, then (with a model) summarise."""
     data = await collect_digest(store, settings, since=since, until=until, slack=slack)
-    if settings.has_model or anthropic_client is not None:
-        client = anthropic_client
-        if client is None:
-            try:
-                client = build_anthropic_client(settings)
-            except Exception as exc:
-                log.warning("digest: no model client", extra={"error": type(exc).__name__})
-                data.summary_failed = True
-        if client is not None:
-            data.summary = await write_summary(client, settings, data)
+    if not (settings.has_model or anthropic_client is not None):
+        return data
+    client = anthropic_client
+    if client is None:
+        try:
+            client = build_anthropic_client(settings)
+        except Exception as exc:
+            log.warning("digest: no model client", extra={"error": type(exc).__name__})
+            data.summary_failed = True
+            return data
+    try:
+        data.summary = await write_summary(client, settings, data)
+    finally:
+        if anthropic_client is None:  # ours: close its connection pool
+            with contextlib.suppress(Exception):
+                await client.close()
     return data
 
 

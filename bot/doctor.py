@@ -31,7 +31,7 @@ import yaml
 from croniter import croniter
 from pydantic import SecretStr
 
-from bot.config import PROJECT_ROOT, Settings
+from bot.config import DEFAULT_TEAM_PROFILE, PROJECT_ROOT, Settings
 from bot.logs import Redactor
 
 Status = Literal["ok", "fail", "warn", "info"]
@@ -189,8 +189,8 @@ def check_settings(settings: Settings) -> list[Check]:
 
 
 def _show_path(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return f"{path.relative_to(PROJECT_ROOT).as_posix()} (bundled)"
+    if path == DEFAULT_TEAM_PROFILE:
+        return f"{path.relative_to(PROJECT_ROOT).as_posix()} (the bundled example)"
     return str(path)
 
 
@@ -291,6 +291,16 @@ async def _check_digest_channel(client: Any, channel: str) -> Check:
         data = (await client.conversations_info(channel=channel)).get("channel") or {}
     except SlackApiError as exc:
         code = _slack_error(exc)
+        needed = str(exc.response.get("needed") or "")
+        if code == "missing_scope" and needed != "groups:read":
+            return warn("digest channel", f"{channel} not checked: the token lacks {needed or 'a scope'}")
+        if code == "missing_scope":  # a private channel: reading it needs groups:read, which archbot doesn't ask for
+            return warn(
+                "digest channel",
+                f"{channel} could not be checked (a private channel?)",
+                f"make sure the bot is a member of {channel} (/invite @archbot) and that it is listed in "
+                "ARCHBOT_DIGEST_PRIVATE_CHANNELS if private.",
+            )
         return warn(
             "digest channel",
             f"conversations.info {channel}: {code}",

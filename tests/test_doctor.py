@@ -222,6 +222,25 @@ async def test_digest_channel_the_bot_is_not_in(indexed_db: Path, profile: Path)
     assert line.status == "warn" and "#arch" in line.detail and "/invite" in (line.fix or "")
 
 
+async def test_slack_unreachable(indexed_db: Path, profile: Path) -> None:
+    async with FakeSlack() as slack, FakeAnthropic() as model:
+        env = env_for(slack, model, db=indexed_db, profile=profile)
+    env["SLACK_API_URL"] = f"{slack.root_url}/api/"  # the fake has stopped: nothing listens there
+    env.pop("ANTHROPIC_API_KEY")
+    checks = await gather_checks(Settings(**env))
+    assert failed(checks) == ["Slack auth.test", "Socket Mode"]
+    assert "cannot reach" in by_name(checks, "Slack auth.test")[0].detail
+
+
+async def test_private_digest_channel_is_a_warning(indexed_db: Path, profile: Path) -> None:
+    channels = {"C0DIGEST": {"is_private": True}}
+    async with FakeSlack(channels=channels) as slack, FakeAnthropic() as model:
+        checks = await gather_checks(Settings(**env_for(slack, model, db=indexed_db, profile=profile)))
+    [line] = by_name(checks, "digest channel")
+    assert line.status == "warn" and "private" in line.detail
+    assert failed(checks) == []
+
+
 def test_digest_schedule_in_the_configured_timezone() -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo

@@ -4,8 +4,8 @@ A chunk is the text under one heading path (`Guide > Deploy > Ports`), cut at bl
 boundaries: a fenced code block, a table or a list is never split while it fits in
 `MAX_CHARS`; only a block larger than that is cut, at line boundaries. Tiny sections
 (a heading and a line) are merged into the following sibling's chunk so they do not
-crowd the ranking with near-empty passages, and the merged chunk takes the heading of the larger part (the small one's heading stays in
-its text).
+crowd the ranking with near-empty passages; the merged chunk takes the heading of the
+larger part (the small one's heading stays in its text).
 
 Sizes are in characters of the rendered text. One Chinese character carries roughly as
 much as an English word, so CJK characters count `CJK_WEIGHT` each. Measured with

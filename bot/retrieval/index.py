@@ -141,6 +141,8 @@ def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
                 continue
             if Path(name).suffix.lower() not in DOC_SUFFIXES or name.startswith("."):
                 continue
+            if source == KNOWLEDGE_SOURCE and rel == "README.md":
+                continue  # the library's own index page: it repeats every page's terms and would outrank them
             if entry.is_symlink():
                 try:
                     os.stat(entry.path)

@@ -213,6 +213,21 @@ class Searcher:
             conn.close()
             self._local.conn = None
 
+    def info(self) -> dict[str, object]:
+        """What is indexed: per source, files, chunks and the newest indexing time (empty when none)."""
+        conn = self._conn()
+        if conn is None:
+            return {"sources": {}, "chunks": 0}
+        try:
+            rows = conn.execute(
+                "SELECT f.source, COUNT(DISTINCT f.id), COUNT(c.id), MAX(f.indexed_at)"
+                " FROM ix_files f LEFT JOIN ix_chunks c ON c.file_id = f.id GROUP BY f.source"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {"sources": {}, "chunks": 0}
+        sources = {r[0]: {"files": r[1], "chunks": r[2], "indexed_at": r[3]} for r in rows}
+        return {"sources": sources, "chunks": sum(int(v["chunks"]) for v in sources.values())}
+
     # -- search --------------------------------------------------------------------------
     def search(self, query: str, k: int = 8) -> list[Hit]:
         """The k best passages for a question, best first, from distinct places."""

@@ -122,6 +122,7 @@ class Fault:
     message: str = ""
     after_events: int = 3
     retry_after: float = 0.001
+    skip: int = 0  # message requests to let through before this fault starts
 
 
 @dataclass
@@ -223,11 +224,23 @@ class FakeAnthropic:
         error_type: str | None = None,
         message: str | None = None,
         retry_after: float = 0.001,
+        skip: int = 0,
     ) -> None:
-        """The next `times` message requests get an HTTP error (with a near-zero retry-after)."""
+        """The next `times` message requests (after `skip` good ones) get an HTTP error.
+
+        The error carries a near-zero `retry-after-ms`, so the SDK's own retries are fast.
+        """
         kind = error_type or _ERROR_TYPES.get(status, "api_error")
         self._faults.append(
-            Fault("status", times, status=status, error_type=kind, message=message or kind, retry_after=retry_after)
+            Fault(
+                "status",
+                times,
+                status=status,
+                error_type=kind,
+                message=message or kind,
+                retry_after=retry_after,
+                skip=skip,
+            )
         )
 
     def cut_stream_after(self, n_events: int, *, times: int = 1) -> None:
@@ -384,6 +397,9 @@ class FakeAnthropic:
         if not self._faults:
             return None
         fault = self._faults[0]
+        if fault.skip > 0:
+            fault.skip -= 1
+            return None
         fault.times -= 1
         if fault.times <= 0:
             self._faults.pop(0)

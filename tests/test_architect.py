@@ -1,0 +1,516 @@
+"""The architect against the fake Anthropic API, with the real AsyncAnthropic client.
+
+Assertions are on what the model was sent (the fake's request log) and on the Answer returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from bot.architect import Architect, build_anthropic_client, check_model, cost_usd, retrieval_only_answer
+from bot.architect.prompt import PASSAGE_MAX_CHARS, build_search_results, clean_turns, wants_direct_answer
+from bot.config import Settings
+from bot.errors import ConfigError, ModelError
+from bot.types import Hit, Turn, Usage
+from tests.fakes.anthropic import DEFAULT_API_KEY, Cite, FakeAnthropic, Segment, ToolUse
+from tests.fakes.anthropic import Reply as Scripted
+
+MODEL = "claude-sonnet-4-5"
+
+
+def make_settings(base_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "anthropic_api_key": DEFAULT_API_KEY,
+        "anthropic_base_url": base_url,
+        "model": MODEL,
+        "db_path": tmp_path / "archbot.db",
+        "model_max_retries": 2,
+        "model_timeout": 10.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    server = FakeAnthropic()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def settings(fake: FakeAnthropic, tmp_path: Path) -> Settings:
+    return make_settings(fake.base_url, tmp_path)
+
+
+@pytest.fixture
+async def architect(settings: Settings) -> AsyncIterator[Architect]:
+    arch = Architect(settings, backoff=0.01)
+    yield arch
+    await arch.close()
+
+
+def hit(path: str, heading: str, text: str, *, source: str = "docs", url: str | None = None) -> Hit:
+    return Hit(path=path, heading=heading, score=1.0, snippet=text[:80], text=text, source=source, url=url)
+
+
+HITS = [
+    hit(
+        "backend/device-service/README.md",
+        "Device service > Events",
+        "The device service publishes device.connection.lost on the cloudphone.events exchange.\n\n"
+        "Consumers bind durable queues and ack manually.",
+    ),
+    hit(
+        "knowledge/patterns/transactional-outbox.md",
+        "Transactional outbox > How it works",
+        "Write the event row in the same transaction as the state change; a relay publishes it.",
+        source="knowledge",
+    ),
+]
+PORTS_A = hit("docs/deploy/ports.md", "Ports > Device range", "Cloud phone ADB ports use the range 5555-5655.")
+PORTS_B = hit("docs/ops/network.md", "Network > ADB", "ADB ports for devices are allocated from 40000-40999.")
+
+
+def record(kind: str = "answer", **fields: object) -> ToolUse:
+    return ToolUse(name="record_reply", input={"kind": kind, **fields})
+
+
+def user(text: str) -> list[Turn]:
+    return [Turn("user", text)]
+
+
+def all_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content if isinstance(b, dict))  # type: ignore[union-attr]
+
+
+# -- the happy path -----------------------------------------------------------------------
+async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthropic, architect: Architect) -> None:
+    body = "Use the transactional outbox. " * 6
+    fake.script(Scripted(text=body, tool_use=record(topic="event delivery", confidence="high"), chunk_delay=0.001))
+    shown: list[str] = []
+
+    async def on_text(text: str) -> None:
+        shown.append(text)
+
+    answer = await architect.respond(turns=user("How should device events reach notifications?"), hits=HITS, on_text=on_text)
+
+    assert answer.kind == "answer"
+    assert answer.text == body.strip()
+    assert len(shown) > 3
+    assert all(b.startswith(a) for a, b in zip(shown, shown[1:], strict=False))  # growing, never deltas
+    assert shown[-1].strip() == answer.text
+    assert answer.topic == "event delivery" and answer.confidence == "high"
+    assert answer.model == MODEL
+    assert answer.usage.input_tokens > 0 and answer.usage.output_tokens > 0
+    assert answer.usage.cost_usd > 0
+    sent = fake.message_requests[0].body
+    assert sent is not None and sent["stream"] is True and sent["model"] == MODEL
+
+
+async def test_citations_map_back_to_paths(fake: FakeAnthropic, architect: Architect) -> None:
+    docs_url = "https://git.example.com/docs/blob/main/backend/device-service/README.md"
+    hits = [HITS[0].__class__(**{**HITS[0].__dict__, "url": docs_url}), HITS[1]]
+    fake.script(
+        Scripted(
+            text=[
+                Segment("Devices publish their events on the exchange. ", [Cite(source=docs_url)]),
+                Segment("Publish them through an outbox.", [Cite(search_result_index=1, cited_text="Write the event")]),
+            ],
+            tool_use=record(),
+        )
+    )
+    answer = await architect.respond(turns=user("How do device events flow?"), hits=hits)
+
+    assert [(c.path, c.heading, c.source, c.url) for c in answer.citations] == [
+        ("backend/device-service/README.md", "Device service > Events", "docs", docs_url),
+        ("knowledge/patterns/transactional-outbox.md", "Transactional outbox > How it works", "knowledge", None),
+    ]
+    assert answer.citations[1].cited_text == "Write the event"
+    # the passages went out as search_result blocks named by ref (url when set, else path)
+    last = fake.message_requests[0].body["messages"][-1]  # type: ignore[index]
+    results = [b for b in last["content"] if b["type"] == "search_result"]
+    assert [r["source"] for r in results] == [docs_url, HITS[1].path]
+    assert [r["title"] for r in results] == [HITS[0].heading, HITS[1].heading]
+    assert all(r["citations"] == {"enabled": True} for r in results)
+
+
+async def test_sources_listed_but_not_quoted_become_citations_only_when_real(
+    fake: FakeAnthropic, architect: Architect
+) -> None:
+    fake.script(Scripted(text="Answer.", tool_use=record(sources=[HITS[1].path, "invented/path.md"])))
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert [c.path for c in answer.citations] == [HITS[1].path]
+
+
+# -- clarify and "just answer" ------------------------------------------------------------
+async def test_clarifying_questions(fake: FakeAnthropic, architect: Architect) -> None:
+    questions = ["How many devices per tenant at peak?", "Who runs RabbitMQ today?"]
+    text = "Before I recommend anything:\n1. " + questions[0] + "\n2. " + questions[1]
+    fake.script(Scripted(text=text, tool_use=record("clarify", questions=questions)))
+    answer = await architect.respond(turns=user("Should we move to Kafka?"), hits=HITS)
+    assert answer.kind == "clarify"
+    assert answer.questions == questions
+    assert answer.text == text
+
+
+async def test_clarify_without_questions_is_invalid_and_reasked(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(text="Could you tell me the scale?", tool_use=record("clarify")),
+        Scripted(tool_use=record("clarify", questions=["What scale?"])),
+    )
+    answer = await architect.respond(turns=user("Kafka?"), hits=HITS)
+    assert answer.kind == "clarify" and answer.questions == ["What scale?"]
+    assert answer.text == "Could you tell me the scale?"
+
+
+async def test_just_answer_is_passed_to_the_model_and_assumptions_recorded(
+    fake: FakeAnthropic, architect: Architect
+) -> None:
+    turns = [
+        Turn("user", "Should we move device events to Kafka?"),
+        Turn("assistant", "1. How many events per second?\n2. Who operates the broker?"),
+        Turn("user", "just answer please"),
+    ]
+    fake.script(
+        Scripted(
+            text="Assuming about 500 events/s and the current team: stay on RabbitMQ.",
+            tool_use=record(assumptions=["about 500 events per second", "no dedicated Kafka operator"]),
+        )
+    )
+    answer = await architect.respond(turns=turns, hits=HITS)
+
+    assert answer.kind == "answer"
+    assert answer.assumptions == ["about 500 events per second", "no dedicated Kafka operator"]
+    body = fake.message_requests[0].body
+    assert body is not None
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][1]["content"].startswith("1. How many events")
+    last = all_text(body["messages"][-1]["content"])
+    assert "just answer please" in last
+    assert architect.prompts.notes["just_answer"] in last  # the explicit signal
+    system = "\n".join(b["text"] for b in body["system"])
+    assert '"just answer"' in system and "assumptions" in system
+
+
+async def test_without_just_answer_no_direct_note(fake: FakeAnthropic, architect: Architect) -> None:
+    await architect.respond(turns=user("Should we move to Kafka?"), hits=HITS)
+    last = all_text(fake.message_requests[0].body["messages"][-1]["content"])  # type: ignore[index]
+    assert architect.prompts.notes["just_answer"] not in last
+
+
+def test_direct_answer_phrases() -> None:
+    assert wants_direct_answer(user("Just answer the question"))
+    assert wants_direct_answer(user("no more questions, answer anyway"))
+    assert wants_direct_answer(user("别问了，直接回答"))
+    assert not wants_direct_answer(user("Which questions should we ask in the review?"))
+    assert not wants_direct_answer([Turn("user", "just answer"), Turn("assistant", "ok"), Turn("user", "why?")])
+
+
+# -- grounding: conflicts and gaps --------------------------------------------------------
+async def test_conflicting_passages_are_recorded_with_both_paths(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(
+            text=[
+                Segment("The docs disagree on the ADB port range: one says 5555-5655 ", [PORTS_A.path]),
+                Segment("and another 40000-40999.", [PORTS_B.path]),
+            ],
+            tool_use=record(
+                conflicts=[{"summary": "ADB port range", "sources": [PORTS_A.path, PORTS_B.path]}],
+                gaps=["which range is current"],
+            ),
+        )
+    )
+    answer = await architect.respond(turns=user("Which ports do devices use?"), hits=[PORTS_A, PORTS_B])
+    assert len(answer.conflicts) == 1
+    assert PORTS_A.path in answer.conflicts[0] and PORTS_B.path in answer.conflicts[0]
+    assert {c.path for c in answer.citations} == {PORTS_A.path, PORTS_B.path}
+    assert answer.gaps == ["which range is current"]
+
+
+async def test_no_passages_tells_the_model_so(fake: FakeAnthropic, architect: Architect) -> None:
+    await architect.respond(turns=user("How is the billing service deployed?"), hits=[])
+    content = fake.message_requests[0].body["messages"][-1]["content"]  # type: ignore[index]
+    assert not [b for b in content if b["type"] == "search_result"]
+    assert architect.prompts.notes["no_passages"] in all_text(content)
+
+
+# -- the structured reply: invalid, missing ------------------------------------------------
+async def test_invalid_tool_input_is_asked_once_more(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(text="Use an outbox.", tool_use=record("banana"), citations=[HITS[1].path]),
+        Scripted(tool_use=record("answer", topic="outbox")),
+    )
+    answer = await architect.respond(turns=user("How to publish events reliably?"), hits=HITS)
+    assert answer.kind == "answer" and answer.topic == "outbox"
+    assert answer.text == "Use an outbox."
+    assert [c.path for c in answer.citations] == [HITS[1].path]
+    first, second = (r.body for r in fake.message_requests)
+    assert second is not None and first is not None
+    assert second["tool_choice"] == {"type": "tool", "name": "record_reply"}
+    assert "stream" not in second or not second["stream"]
+    assistant, follow = second["messages"][-2:]
+    assert assistant["role"] == "assistant" and assistant["content"][-1]["type"] == "tool_use"
+    result = follow["content"][0]
+    assert result["type"] == "tool_result" and result["is_error"] is True and "kind" in result["content"]
+    assert second["system"] == first["system"] and second["tools"] == first["tools"]  # same cached prefix
+    assert answer.usage.output_tokens > 0
+
+
+async def test_invalid_twice_falls_back_to_plain_text(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(text="The full answer, cited.", tool_use=record("banana"), citations=[HITS[0].path]),
+        Scripted(tool_use=record("still-wrong")),
+    )
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.kind == "answer"
+    assert answer.text == "The full answer, cited."
+    assert [c.path for c in answer.citations] == [HITS[0].path]
+    assert len(fake.message_requests) == 2
+
+
+async def test_missing_tool_call_is_requested(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="An answer without the tool."), Scripted(tool_use=record(topic="t")))
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.topic == "t" and answer.text == "An answer without the tool."
+    follow = fake.message_requests[1].body["messages"][-1]  # type: ignore[index]
+    assert architect.prompts.notes["repair_missing"] in all_text(follow["content"])
+
+
+async def test_follow_up_failure_keeps_the_answer(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="Kept.", citations=[HITS[0].path]))
+    fake.fail(500, times=10, skip=1)  # the streamed answer succeeds; the follow-up always fails
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.text == "Kept." and answer.kind == "answer"
+    assert [c.path for c in answer.citations] == [HITS[0].path]
+    assert len(fake.message_requests) == 4  # the answer + the follow-up and its two SDK retries
+
+
+# -- failures and retries -----------------------------------------------------------------
+async def test_overloaded_twice_then_one_answer(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.fail(529, times=2)
+    fake.script(Scripted(text="Finally.", tool_use=record()))
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.text == "Finally."
+    assert len(fake.message_requests) == 3
+    assert [r.headers["x-stainless-retry-count"] for r in fake.message_requests] == ["0", "1", "2"]
+
+
+async def test_always_500_raises_model_error(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.fail(500, times=50)
+    with pytest.raises(ModelError) as caught:
+        await architect.respond(turns=user("q?"), hits=HITS)
+    assert caught.value.status == 500
+    assert caught.value.retryable
+    assert DEFAULT_API_KEY not in str(caught.value)
+    assert len(fake.message_requests) == 3  # 1 + ARCHBOT_MODEL_RETRIES
+
+
+async def test_bad_request_is_not_retried(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.fail(400, times=5, error_type="invalid_request_error")
+    with pytest.raises(ModelError) as caught:
+        await architect.respond(turns=user("q?"), hits=HITS)
+    assert caught.value.status == 400 and not caught.value.retryable
+    assert len(fake.message_requests) == 1
+
+
+async def test_stream_cut_mid_way_is_restarted(fake: FakeAnthropic, architect: Architect) -> None:
+    body = "A long answer that gets cut in the middle and must arrive whole. " * 3
+    fake.script(Scripted(text=body, tool_use=record()))
+    fake.cut_stream_after(5)
+    shown: list[str] = []
+
+    async def on_text(text: str) -> None:
+        shown.append(text)
+
+    answer = await architect.respond(turns=user("q?"), hits=HITS, on_text=on_text)
+    assert answer.text == body.strip()
+    assert len(fake.message_requests) == 2
+    restart = next(i for i in range(1, len(shown)) if not shown[i].startswith(shown[i - 1]))
+    assert shown[restart] == shown[0]  # the caller sees the text start over, then complete
+    assert shown[-1].strip() == body.strip()
+    # both attempts are counted: the cut one wrote the cache, the restart read it
+    assert answer.usage.cache_creation_input_tokens > 0 and answer.usage.cache_read_input_tokens > 0
+
+
+async def test_overloaded_error_event_mid_stream_is_restarted(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="Whole answer.", tool_use=record()))
+    fake.error_mid_stream(after_events=4, error_type="overloaded_error", times=2)
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.text == "Whole answer."
+    assert len(fake.message_requests) == 3
+
+
+async def test_stream_cut_every_time_gives_up(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.cut_stream_after(4, times=10)
+    with pytest.raises(ModelError) as caught:
+        await architect.respond(turns=user("q?"), hits=HITS)
+    assert caught.value.status is None and caught.value.retryable
+    assert "after 3 attempts" in str(caught.value)
+    assert len(fake.message_requests) == 3
+
+
+async def test_invalid_request_error_event_is_not_restarted(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.error_mid_stream(after_events=3, error_type="invalid_request_error")
+    with pytest.raises(ModelError):
+        await architect.respond(turns=user("q?"), hits=HITS)
+    assert len(fake.message_requests) == 1
+
+
+async def test_unknown_model_is_a_clear_error(fake: FakeAnthropic, tmp_path: Path) -> None:
+    arch = Architect(make_settings(fake.base_url, tmp_path, model="claude-nonexistent-9"), backoff=0.01)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await arch.respond(turns=user("q?"), hits=HITS)
+    finally:
+        await arch.close()
+    assert caught.value.status == 404 and "ARCHBOT_MODEL" in str(caught.value)
+
+
+# -- request shape: caching, turns, modes, secrets -----------------------------------------
+async def test_stable_prefix_is_cached_and_read_from_the_second_question(
+    fake: FakeAnthropic, architect: Architect
+) -> None:
+    first = await architect.respond(turns=user("How do device events flow?"), hits=HITS)
+    second = await architect.respond(turns=user("And how do we retry failed deliveries?"), hits=HITS[:1])
+
+    body = fake.message_requests[0].body
+    assert body is not None
+    assert body["tools"][0]["name"] == "record_reply"
+    assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "team you work with" in body["system"][-1]["text"]
+    assert all("cache_control" not in b for b in body["system"][:-1])
+    marks = [b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"] if "cache_control" in b]
+    assert marks == []  # passages and turns come after the cached prefix, unmarked
+    assert first.usage.cache_creation_input_tokens > 1024 and first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert second.usage.cache_creation_input_tokens == 0
+    assert second.usage.cache_read_input_tokens > second.usage.input_tokens
+    assert second.usage.cost_usd < first.usage.cost_usd
+
+
+async def test_turns_are_cleaned_before_sending(fake: FakeAnthropic, architect: Architect) -> None:
+    turns = [
+        Turn("assistant", "Here is the review of the proposal."),
+        Turn("user", "   "),
+        Turn("user", "Alice: what about retries?"),
+        Turn("user", "Bob: and timeouts?"),
+        Turn("assistant", ""),
+        Turn("user", "Alice: also the DLQ"),
+    ]
+    await architect.respond(turns=turns, hits=HITS)
+    messages = fake.message_requests[0].body["messages"]  # type: ignore[index]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == "Here is the review of the proposal."
+    assert "Alice: what about retries?\n\nBob: and timeouts?\n\nAlice: also the DLQ" in all_text(messages[2]["content"])
+
+
+def test_clean_turns_rejects_a_conversation_not_ending_with_the_user() -> None:
+    with pytest.raises(ValueError):
+        clean_turns([Turn("user", "q"), Turn("assistant", "a")])
+    with pytest.raises(ValueError):
+        clean_turns([Turn("user", "  ")])
+
+
+async def test_review_mode(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="### Summary\nGo with changes.", tool_use=record("answer", decision="go with changes")))
+    answer = await architect.respond(turns=user("Proposal: move billing to Kafka."), hits=HITS, mode="review")
+    assert answer.kind == "review" and answer.decision == "go with changes"
+    body = fake.message_requests[0].body
+    assert body is not None
+    assert architect.prompts.notes["review"] in all_text(body["messages"][-1]["content"])
+    chat_system = body["system"]
+    await architect.respond(turns=user("q?"), hits=HITS)
+    assert fake.message_requests[1].body["system"] == chat_system  # type: ignore[index]  # one shared prefix
+
+
+async def test_no_secret_in_any_request(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="x", tool_use=record("banana")))  # includes a follow-up request
+    await architect.respond(turns=user("q?"), hits=HITS)
+    assert len(fake.requests) == 2
+    for request in fake.requests:
+        assert request.authenticated
+        assert DEFAULT_API_KEY not in json.dumps(request.body)
+        assert DEFAULT_API_KEY not in json.dumps(request.headers)
+
+
+async def test_wrong_key_is_a_clear_error_without_the_key(fake: FakeAnthropic, tmp_path: Path) -> None:
+    wrong = "sk-ant-wrong-key-000000000000"
+    arch = Architect(make_settings(fake.base_url, tmp_path, anthropic_api_key=wrong), backoff=0.01)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await arch.respond(turns=user("q?"), hits=HITS)
+    finally:
+        await arch.close()
+    assert caught.value.status == 401 and "ANTHROPIC_API_KEY" in str(caught.value)
+    assert wrong not in str(caught.value)
+
+
+def test_passages_are_trimmed_to_a_budget() -> None:
+    long_hits = [hit(f"docs/{i}.md", f"H{i}", ("word " * 50 + "\n\n") * 20) for i in range(12)]
+    blocks, sent = build_search_results(long_hits)
+    assert 0 < len(sent) < len(long_hits)
+    assert [b["source"] for b in blocks] == [h.path for h in sent]
+    assert all(sum(len(c["text"]) for c in b["content"]) <= PASSAGE_MAX_CHARS + 40 for b in blocks)
+    assert all(c["text"].strip() for b in blocks for c in b["content"])
+    empty = build_search_results([hit("docs/e.md", "E", "   ")])
+    assert empty == ([], [])
+
+
+# -- client, model check, retrieval-only, pricing -----------------------------------------
+async def test_check_model(fake: FakeAnthropic, settings: Settings, tmp_path: Path) -> None:
+    ok, message = await check_model(settings)
+    assert ok and MODEL in message
+    ok, message = await check_model(make_settings(fake.base_url, tmp_path, model="claude-sonnet-9-9"))
+    assert not ok
+    assert "claude-sonnet-9-9" in message and "does not exist" in message and MODEL in message
+    ok, message = await check_model(make_settings(fake.base_url, tmp_path, anthropic_api_key="sk-ant-nope-1234567"))
+    assert not ok and "401" in message and "sk-ant-nope" not in message
+    ok, message = await check_model(make_settings(fake.base_url, tmp_path, anthropic_api_key=None))
+    assert ok and "retrieval-only" in message
+
+
+def test_build_anthropic_client(settings: Settings, tmp_path: Path) -> None:
+    client = build_anthropic_client(settings)
+    assert str(client.base_url).rstrip("/") == settings.anthropic_base_url
+    assert client.max_retries == 2
+    assert client.timeout.read == 10.0  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as caught:
+        build_anthropic_client(make_settings("http://127.0.0.1:9", tmp_path, anthropic_api_key=None))
+    assert caught.value.variable == "ANTHROPIC_API_KEY"
+
+
+def test_retrieval_only_answer() -> None:
+    answer = retrieval_only_answer("How do device events flow?", HITS)
+    assert answer.kind == "retrieval_only"
+    assert "No model configured (ANTHROPIC_API_KEY unset): here are the most relevant passages" in answer.text
+    assert HITS[0].heading in answer.text and HITS[0].path in answer.text
+    assert "device.connection.lost" in answer.text  # an excerpt
+    assert [c.path for c in answer.citations] == [h.path for h in HITS]
+    nothing = retrieval_only_answer("zzz", [])
+    assert nothing.kind == "retrieval_only" and "ANTHROPIC_API_KEY unset" in nothing.text and not nothing.citations
+
+
+def test_cost() -> None:
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert cost_usd("claude-sonnet-4-5-20250929", usage) == pytest.approx(18.0)
+    assert cost_usd("claude-haiku-4-5", usage) == pytest.approx(6.0)
+    assert cost_usd("claude-opus-4-1", usage) == pytest.approx(90.0)
+    assert cost_usd("claude-opus-4-5", usage) == pytest.approx(30.0)
+    assert cost_usd("claude-3-5-haiku-20241022", usage) == pytest.approx(4.8)
+    cached = Usage(cache_read_input_tokens=1_000_000, cache_creation_input_tokens=1_000_000)
+    assert cost_usd("claude-sonnet-4-5", cached) == pytest.approx(0.3 + 3.75)
+
+
+def test_sdk_error_classes_still_exist() -> None:
+    # the retry logic depends on these names; fail loudly if an SDK upgrade renames them
+    assert issubclass(anthropic.OverloadedError, anthropic.APIStatusError)
+    assert issubclass(anthropic.APITimeoutError, anthropic.APIConnectionError)
