@@ -25,7 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE_DIR = PROJECT_ROOT / "knowledge"
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
 DEFAULT_TEAM_PROFILE = PROMPTS_DIR / "team_profile.example.md"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
 def _alias(name: str) -> AliasChoices:

@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +69,8 @@ FALLBACK_CHARS = 300  # notification text
 LINE_CHARS = 160  # one line per thread
 TOPIC_CHARS = 60
 THREADS_PER_TOPIC = 12
+MAX_LISTED_THREADS = 150  # threads listed under topics; the rest are counted
+MAX_ITEMS = 40  # decisions / open questions / gaps listed; the rest are counted
 TOP_DOCS = 5
 SUMMARY_CHARS = 2500
 SUMMARY_MAX_TOKENS = 700
@@ -100,6 +103,9 @@ No heading, no links, no greeting, no closing line."""
 
 
 # -- values ----------------------------------------------------------------------------------
+ThreadKey = tuple[str, str]  # (channel, thread_ts)
+
+
 @dataclass
 class ThreadItem:
     """One answered thread, listed once under its topic."""
@@ -121,6 +127,7 @@ class Item:
     text: str
     permalink: str | None = None
     note: str = ""
+    key: ThreadKey | None = None
 
 
 @dataclass
@@ -129,6 +136,7 @@ class GapItem:
     description: str
     files: list[str]
     permalink: str | None = None
+    key: ThreadKey | None = None
 
 
 @dataclass
@@ -375,6 +383,86 @@ def _cost(rows: list[dict[str, Any]]) -> tuple[int, float, bool]:
     return tokens, cost, estimated
 
 
+def _select(
+    threads: dict[ThreadKey, ThreadItem],
+    by_thread: dict[ThreadKey, list[StoredAnswer]],
+    *,
+    sources: dict[int, list[dict[str, Any]]],
+    gaps: dict[int, list[dict[str, Any]]],
+    feedback: dict[int, dict[str, int]],
+    last_in_thread: dict[ThreadKey, float],
+    names: dict[str, str],
+) -> tuple[dict[str, list[ThreadItem]], list[Item], list[Item], list[GapItem]]:
+    """Group the threads by topic and pick the decisions, open questions and gaps (no I/O)."""
+    topics: dict[str, list[ThreadItem]] = {}
+    display: dict[str, str] = {}
+    for t in threads.values():
+        topics.setdefault(display.setdefault(t.topic.casefold(), t.topic), []).append(t)
+    topics = dict(sorted(topics.items(), key=lambda kv: (kv[0] == OTHER_TOPIC, -len(kv[1]), kv[0].casefold())))
+
+    decisions: list[Item] = []
+    open_questions: list[Item] = []
+    gap_items: list[GapItem] = []
+    seen: set[tuple[ThreadKey, str]] = set()
+    seen_gaps: set[tuple[str, str]] = set()
+    for key, t in threads.items():
+        items = by_thread[key]
+        for a in items:
+            decision = one_line(plain_text(a.decision or "", names), 240)
+            if a.kind == "review":
+                text, note = decision or f"Reviewed: {t.line}", "review"
+            elif decision:
+                text, note = decision, ""
+            else:
+                continue
+            if (key, text.casefold()) not in seen:
+                seen.add((key, text.casefold()))
+                decisions.append(Item(text=text, note=note, key=key))
+        last = items[-1]
+        if last.kind == "clarify" and last_in_thread.get(key, 0.0) <= last.created_at:
+            open_questions.append(Item(text=t.line, note="waiting for details", key=key))
+        elif any(feedback.get(a.id, {}).get("down", 0) for a in items):
+            open_questions.append(Item(text=t.line, note="answer marked 👎", key=key))
+        for a in items:
+            files = sorted({doc_label(x["source"] or "", x["path"]) for x in sources.get(a.id, [])})
+            for g in gaps.get(a.id, []):
+                description = one_line(plain_text(g["description"] or "", names), 300)
+                kind = "conflict" if g["kind"] == "conflict" else "gap"
+                if description and (kind, description.casefold()) not in seen_gaps:
+                    seen_gaps.add((kind, description.casefold()))
+                    gap_items.append(GapItem(kind=kind, description=description, files=files, key=key))
+    gap_items.sort(key=lambda g: g.kind != "conflict")
+    return topics, decisions, open_questions, gap_items
+
+
+def listing(topics: dict[str, list[ThreadItem]]) -> tuple[list[tuple[str, list[ThreadItem], int]], int, int]:
+    """What the digest lists: (topic, threads shown, threads not shown) for each topic within
+    the MAX_LISTED_THREADS budget, then how many threads and topics were left out entirely."""
+    shown: list[tuple[str, list[ThreadItem], int]] = []
+    budget = MAX_LISTED_THREADS
+    left_threads = left_topics = 0
+    for topic, items in topics.items():
+        if budget <= 0:
+            left_threads += len(items)
+            left_topics += 1
+            continue
+        take = items[: min(THREADS_PER_TOPIC, budget)]
+        budget -= len(take)
+        shown.append((topic, take, len(items) - len(take)))
+    return shown, left_threads, left_topics
+
+
+def _shown_keys(
+    topics: dict[str, list[ThreadItem]], decisions: list[Item], open_questions: list[Item], gaps: list[GapItem]
+) -> list[ThreadKey]:
+    """The threads the rendered digest links to (what `build_sections` will show)."""
+    shown, _, _ = listing(topics)
+    keys: list[ThreadKey] = [(t.channel, t.thread_ts) for _, items, _ in shown for t in items]
+    for group in (decisions, open_questions, gaps):
+        keys.extend(i.key for i in group[:MAX_ITEMS] if i.key is not None)
+    return list(dict.fromkeys(keys))
+
+
 async def collect_digest(
     store: Store,
     settings: Settings,
@@ -386,7 +474,7 @@ async def collect_digest(
     """The digest's content for answers stored in [since, until), privacy-filtered.
 
     Without `slack` (an offline dry run) threads are listed without links, and channels of
-    unknown type are left out.
+    unknown type are left out. With it, permalinks are fetched for the threads shown only.
     """
     zone = settings.zone
     data = DigestData(since=since.astimezone(zone), until=until.astimezone(zone))
@@ -399,19 +487,28 @@ async def collect_digest(
     ids = [a.id for a in answers]
     sources = store.sources_for(ids)
     gaps = store.gaps_for(ids)
+    feedback = _feedback_for(store, ids)
+    last_in_thread = {
+        (r["channel"], r["thread_ts"]): r["last_at"]
+        for r in store.query(
+            "SELECT channel, thread_ts, MAX(created_at) AS last_at FROM answers WHERE created_at >= ?"
+            " GROUP BY channel, thread_ts",
+            (since.timestamp(),),
+        )
+    }
 
-    # Threads, in order of first activity.
-    threads: dict[tuple[str, str], ThreadItem] = {}
-    by_thread: dict[tuple[str, str], list[StoredAnswer]] = {}
+    by_thread: dict[ThreadKey, list[StoredAnswer]] = {}
     for a in answers:
         by_thread.setdefault((a.channel, a.thread_ts), []).append(a)
+    threads: dict[ThreadKey, ThreadItem] = {}
     for key, items in by_thread.items():
-        first = items[0]
+        if all(a.kind == "failure" for a in items):
+            continue  # never answered: counted in the numbers, not listed
         topic = next((one_line(a.topic, TOPIC_CHARS) for a in reversed(items) if a.topic and a.topic.strip()), "")
         if not topic:
-            cited = [s for a in items for s in sources.get(a.id, [])]
+            cited = [x for a in items for x in sources.get(a.id, [])]
             topic = _topic_from_path(cited[0]["path"]) if cited else OTHER_TOPIC
-        question = one_line(plain_text(first.question, names)) or one_line(plain_text(first.text, names))
+        question = one_line(plain_text(items[0].question, names)) or one_line(plain_text(items[0].text, names))
         threads[key] = ThreadItem(
             channel=key[0],
             thread_ts=key[1],
@@ -422,105 +519,58 @@ async def collect_digest(
             last_at=items[-1].created_at,
         )
 
-    # Permalinks: a thread that cannot be linked (deleted, channel gone, call failed) is skipped.
-    if slack is not None:
-        limit = asyncio.Semaphore(SLACK_CONCURRENCY)
+    def select() -> tuple[dict[str, list[ThreadItem]], list[Item], list[Item], list[GapItem]]:
+        return _select(
+            threads,
+            by_thread,
+            sources=sources,
+            gaps=gaps,
+            feedback=feedback,
+            last_in_thread=last_in_thread,
+            names=names,
+        )
 
-        async def link(key: tuple[str, str]) -> tuple[tuple[str, str], str | None, str | None]:
+    topics, decisions, open_questions, gap_items = select()
+    if slack is not None:
+        # Link what is shown; a thread that cannot be linked (deleted, channel gone, failing call)
+        # is skipped and counted, and the selection is redone without it.
+        limit = asyncio.Semaphore(SLACK_CONCURRENCY)
+        links: dict[ThreadKey, str] = {}
+
+        async def link(key: ThreadKey) -> tuple[ThreadKey, str | None, str | None]:
             async with limit:
                 return (key, *await _permalink(slack, key[0], key[1]))
 
-        for key, permalink, reason in await asyncio.gather(*(link(k) for k in threads)):
-            if permalink is None:
-                data.skipped[reason or "permalink_failed"] += 1
-                del threads[key]
-            else:
-                threads[key].permalink = permalink
+        while True:
+            missing = [k for k in _shown_keys(topics, decisions, open_questions, gap_items) if k not in links]
+            if not missing:
+                break
+            for key, permalink, reason in await asyncio.gather(*(link(k) for k in missing)):
+                if permalink is None:
+                    data.skipped[reason or "permalink_failed"] += 1
+                    del threads[key]
+                else:
+                    links[key] = permalink
+            topics, decisions, open_questions, gap_items = select()
+        for key, t in threads.items():
+            t.permalink = links.get(key)
+        for item in (*decisions, *open_questions, *gap_items):
+            item.permalink = links.get(item.key) if item.key else None
 
-    # Topics: case-insensitive, biggest first.
-    display: dict[str, str] = {}
-    for t in threads.values():
-        name = display.setdefault(t.topic.casefold(), t.topic)
-        data.topics.setdefault(name, []).append(t)
-    data.topics = dict(
-        sorted(data.topics.items(), key=lambda kv: (kv[0] == OTHER_TOPIC, -len(kv[1]), kv[0].casefold()))
-    )
-
-    listed = {a.id: t for t in threads.values() for a in by_thread[(t.channel, t.thread_ts)]}
-
-    # Decisions: recorded decisions, and reviews.
-    seen: set[tuple[int, str]] = set()
-    for a in answers:
-        t = listed.get(a.id)
-        if t is None:
-            continue
-        decision = one_line(plain_text(a.decision or "", names), 240)
-        if a.kind == "review":
-            text = decision or f"Reviewed: {t.line}"
-            note = "review"
-        elif decision:
-            text, note = decision, ""
-        else:
-            continue
-        key = (id(t), text.casefold())
-        if key in seen:
-            continue
-        seen.add(key)
-        data.decisions.append(Item(text=text, permalink=t.permalink, note=note))
-
-    # Open questions: a clarification nobody followed up, and answers marked 👎.
-    last_in_thread = {
-        (r["channel"], r["thread_ts"]): r["last_at"]
-        for r in store.query(
-            "SELECT channel, thread_ts, MAX(created_at) AS last_at FROM answers WHERE created_at >= ?"
-            " GROUP BY channel, thread_ts",
-            (since.timestamp(),),
-        )
-    }
-    feedback = _feedback_for(store, ids)
-    open_threads: set[int] = set()
-    for t in threads.values():
-        items = by_thread[(t.channel, t.thread_ts)]
-        last = items[-1]
-        if last.kind == "clarify" and last_in_thread.get((t.channel, t.thread_ts), 0) <= last.created_at:
-            data.open_questions.append(Item(text=t.line, permalink=t.permalink, note="waiting for details"))
-            open_threads.add(id(t))
-    for a in answers:
-        t = listed.get(a.id)
-        if t is None or feedback.get(a.id, {}).get("down", 0) == 0 or id(t) in open_threads:
-            continue
-        open_threads.add(id(t))
-        data.open_questions.append(Item(text=t.line, permalink=t.permalink, note="answer marked 👎"))
-
-    # Knowledge gaps, with the files to fix.
-    seen_gaps: set[tuple[str, str]] = set()
-    for a in answers:
-        t = listed.get(a.id)
-        if t is None:
-            continue
-        files = sorted({doc_label(s["source"] or "", s["path"]) for s in sources.get(a.id, [])})
-        for g in gaps.get(a.id, []):
-            description = one_line(plain_text(g["description"] or "", names), 300)
-            kind = "conflict" if g["kind"] == "conflict" else "gap"
-            key = (kind, description.casefold())
-            if not description or key in seen_gaps:
-                continue
-            seen_gaps.add(key)
-            data.gaps.append(GapItem(kind=kind, description=description, files=files, permalink=t.permalink))
-    data.gaps.sort(key=lambda g: g.kind != "conflict")
+    data.topics, data.decisions, data.open_questions, data.gaps = topics, decisions, open_questions, gap_items
 
     # Most-cited docs (each answer counts a doc once).
     counts: Counter[tuple[str, str]] = Counter()
     urls: dict[tuple[str, str], str] = {}
     for a in answers:
-        for s in sources.get(a.id, []):
-            key = (s["source"] or "", s["path"])
-            counts[key] += 1
-            if s.get("url") and key not in urls:
-                urls[key] = s["url"]
+        for x in sources.get(a.id, []):
+            doc = (x["source"] or "", x["path"])
+            counts[doc] += 1
+            if x.get("url") and doc not in urls:
+                urls[doc] = x["url"]
     data.top_docs = [
-        DocCount(label=doc_label(*key), url=urls.get(key), count=n)
-        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], doc_label(*kv[0])))[:TOP_DOCS]
+        DocCount(label=doc_label(*doc), url=urls.get(doc), count=n)
+        for doc, n in sorted(counts.items(), key=lambda kv: (-kv[1], doc_label(*kv[0])))[:TOP_DOCS]
     ]
 
     # The week in numbers (every visible answer, linked or not).
@@ -561,16 +611,20 @@ def _feedback_for(store: Store, answer_ids: list[int]) -> dict[int, dict[str, in
 def build_summary_request(data: DigestData) -> str:
     """The material the model summarises: the digest's own (filtered) data, without links."""
     lines = [f"Period: {format_range(data.since, data.until)}", "", "Questions by topic:"]
-    for topic, items in data.topics.items():
-        lines.append(f"- {topic} ({len(items)})")
-        lines.extend(f"  - {t.line}" for t in items[:THREADS_PER_TOPIC])
+    shown, left_threads, left_topics = listing(data.topics)
+    for topic, items, more in shown:
+        lines.append(f"- {topic} ({len(items) + more})")
+        lines.extend(f"  - {t.line}" for t in items)
+    if left_threads:
+        lines.append(f"- {left_threads} more threads in {left_topics} other topics")
     if data.decisions:
-        lines += ["", "Decisions:"] + [f"- {d.text}" + (f" ({d.note})" if d.note else "") for d in data.decisions]
+        lines += ["", "Decisions:"]
+        lines += [f"- {d.text}" + (f" ({d.note})" if d.note else "") for d in data.decisions[:MAX_ITEMS]]
     if data.open_questions:
-        lines += ["", "Open questions:"] + [f"- {o.text} ({o.note})" for o in data.open_questions]
+        lines += ["", "Open questions:"] + [f"- {o.text} ({o.note})" for o in data.open_questions[:MAX_ITEMS]]
     if data.gaps:
         lines += ["", "Documentation gaps and contradictions:"]
-        for g in data.gaps:
+        for g in data.gaps[:MAX_ITEMS]:
             files = ", ".join(g.files) if g.files else "no document covers it"
             lines.append(f"- [{g.kind}] {g.description} (files: {files})")
     if data.top_docs:
@@ -639,6 +693,14 @@ class Section:
     detail: bool = True  # False: stays in the parent message when the digest is split
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _more(total: int) -> list[str]:
+    return [f"- …and {total - MAX_ITEMS} more"] if total > MAX_ITEMS else []
+
+
 def build_sections(data: DigestData) -> list[Section]:
     """The digest as titled markdown sections (shared by the markdown print and the Slack post)."""
     sections: list[Section] = []
@@ -655,8 +717,8 @@ def build_sections(data: DigestData) -> list[Section]:
         Section(
             "The week in numbers",
             [
-                f"- Questions: {n.questions} in {n.threads} threads ({n.answered} answered, "
-                f"{n.clarifications} clarifications, {n.failures} failed)",
+                f"- Questions: {n.questions} in {_count(n.threads, 'thread')} ({n.answered} answered, "
+                f"{_count(n.clarifications, 'clarification')}, {n.failures} failed)",
                 f"- Median answer time: {latency}",
                 f"- Feedback: 👍 {n.thumbs_up} · 👎 {n.thumbs_down}",
                 f"- Tokens: {n.tokens:,} · cost {cost}",
@@ -666,37 +728,33 @@ def build_sections(data: DigestData) -> list[Section]:
     )
     if data.topics:
         lines: list[str] = []
-        for topic, items in data.topics.items():
-            lines.append(f"**{md_escape(topic)}** ({len(items)})")
-            for t in items[:THREADS_PER_TOPIC]:
-                lines.append(f"- {_md_link(md_escape(t.line), t.permalink)}")
-            if len(items) > THREADS_PER_TOPIC:
-                lines.append(f"- …and {len(items) - THREADS_PER_TOPIC} more")
+        shown, left_threads, left_topics = listing(data.topics)
+        for topic, items, more in shown:
+            if lines:
+                lines.append("")  # a blank line, so the heading does not continue the list above
+            lines.append(f"**{md_escape(topic)}** ({len(items) + more})")
+            lines.extend(f"- {_md_link(md_escape(t.line), t.permalink)}" for t in items)
+            if more:
+                lines.append(f"- …and {more} more")
+        if left_threads:
+            lines += ["", f"…and {_count(left_threads, 'thread')} in {_count(left_topics, 'other topic')}."]
         sections.append(Section("Threads answered", lines))
     if data.decisions:
-        sections.append(
-            Section(
-                "Decisions",
-                [
-                    f"- {_md_link(md_escape(d.text), d.permalink)}" + (f" _({d.note})_" if d.note else "")
-                    for d in data.decisions
-                ],
-            )
-        )
+        lines = [
+            f"- {_md_link(md_escape(d.text), d.permalink)}" + (f" _({d.note})_" if d.note else "")
+            for d in data.decisions[:MAX_ITEMS]
+        ]
+        sections.append(Section("Decisions", lines + _more(len(data.decisions))))
     if data.open_questions:
-        sections.append(
-            Section(
-                "Open questions",
-                [f"- {_md_link(md_escape(o.text), o.permalink)} _({o.note})_" for o in data.open_questions],
-            )
-        )
+        lines = [f"- {_md_link(md_escape(o.text), o.permalink)} _({o.note})_" for o in data.open_questions[:MAX_ITEMS]]
+        sections.append(Section("Open questions", lines + _more(len(data.open_questions))))
     if data.gaps:
         lines = []
-        for g in data.gaps:
+        for g in data.gaps[:MAX_ITEMS]:
             label = "Docs disagree" if g.kind == "conflict" else "Not in the docs"
             files = ", ".join(f"`{f}`" for f in g.files) if g.files else "no document covers this yet"
             lines.append(f"- **{label}:** {_md_link(md_escape(g.description), g.permalink)} (fix: {files})")
-        sections.append(Section("Knowledge gaps", lines))
+        sections.append(Section("Knowledge gaps", lines + _more(len(data.gaps))))
     if data.top_docs:
         sections.append(
             Section(
@@ -769,10 +827,14 @@ def _chunks(mrkdwn: str, limit: int = SECTION_LIMIT) -> list[str]:
     return [p for p in pieces if p.strip()]
 
 
+_GROUP_HEADING = re.compile(r"^(\*[^\n]+\* \(\d+\))\n\n", re.MULTILINE)
+
+
 def _section_blocks(section: Section) -> list[dict[str, Any]]:
     from bot.slack.render import to_mrkdwn
 
     body = to_mrkdwn("\n".join(section.lines)).strip("\n")
+    body = _GROUP_HEADING.sub(r"\1\n", body)  # a topic's heading sits right above its threads
     text = f"*{section.title}*\n{body}"
     return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}} for piece in _chunks(text)]
 
@@ -840,17 +902,26 @@ def render_slack_messages(data: DigestData) -> list[SlackMessage]:
 
 
 # -- posting ---------------------------------------------------------------------------------
-async def post_digest(client: AsyncWebClient, *, channel: str, messages: list[SlackMessage]) -> str:
+async def post_digest(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    messages: list[SlackMessage],
+    on_parent: Callable[[str], None] | None = None,
+) -> str:
     """Post the parent message and its thread replies; returns the parent's ts.
 
-    Raises SlackPostError when the parent cannot be posted. A reply that fails is logged and
-    left out (the parent, which carries the summary and numbers, is already up).
+    Raises SlackPostError when the parent cannot be posted. `on_parent(ts)` runs as soon as the
+    parent is up (the scheduler records the period as posted there, so a shutdown while the
+    replies go out never leads to a second digest). A reply that fails is logged and left out.
     """
     from bot.errors import SlackPostError
     from bot.slack.post import post_message
 
     parent = messages[0]
     ts = await post_message(client, channel=channel, text=parent.text, blocks=parent.blocks)
+    if on_parent is not None:
+        on_parent(ts)
     for part in messages[1:]:
         try:
             await post_message(client, channel=channel, text=part.text, blocks=part.blocks, thread_ts=ts)
@@ -898,11 +969,12 @@ async def post_scheduled_digest(
     channel: str,
     since: datetime,
     until: datetime,
+    on_parent: Callable[[str], None] | None = None,
 ) -> str:
     """Build the digest for [since, until) and post it to `channel`; returns the parent ts."""
     data = await build_digest(settings, store, slack, anthropic_client, since=since, until=until)
     messages = render_slack_messages(data)
-    ts = await post_digest(slack, channel=channel, messages=messages)
+    ts = await post_digest(slack, channel=channel, messages=messages, on_parent=on_parent)
     log.info(
         "digest built",
         extra={
@@ -967,6 +1039,9 @@ async def _digest(settings: Settings, store: Store, *, post: bool, since: dateti
         ts = await post_digest(slack, channel=settings.digest_channel, messages=messages)
     except SlackPostError as exc:
         print(f"archbot: Slack refused the digest ({exc.error or 'error'})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # network trouble: one line, not a traceback
+        print(f"archbot: could not reach Slack at SLACK_API_URL ({type(exc).__name__})", file=sys.stderr)
         return 1
     print(
         f"Posted the digest to {settings.digest_channel} (ts {ts}, {len(messages)} message(s), "

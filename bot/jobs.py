@@ -204,7 +204,7 @@ class JobRunner:
 
     # -- one job -------------------------------------------------------------------------
     async def run_job(self, job: Job) -> None:
-        extra = {"job_id": job.id, "channel": job.channel, "thread": job.thread_ts, "kind": job.kind}
+        extra = {"job_id": job.id, "channel": job.channel, "thread_ts": job.thread_ts, "kind": job.kind}
         log.info("job started", extra={**extra, "attempt": job.attempts})
         started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(job))

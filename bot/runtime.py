@@ -94,6 +94,7 @@ class Bot:
         self._socket_handler: object | None = None
         self._web_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._anthropic: object | None = None
 
     async def start(self, *, index: bool = True) -> None:
         settings = self.settings
@@ -108,6 +109,7 @@ class Bot:
             from bot.architect import Architect, build_anthropic_client, check_model
 
             anthropic_client = build_anthropic_client(settings)
+            self._anthropic = anthropic_client
             self.responder = Architect(settings, client=anthropic_client)
             try:
                 ok, message = await check_model(settings, anthropic_client)
@@ -176,6 +178,11 @@ class Bot:
         if self._web_runner is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._web_runner.cleanup(), timeout=2.0)
+        if self._anthropic is not None:
+            with contextlib.suppress(Exception):
+                await self._anthropic.close()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await self.client.session.close() if self.client.session else None
         self.store.close()
         log.info("archbot stopped")
 

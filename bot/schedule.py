@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ WAKE_MARGIN = 0.05  # seconds past the fire time, so a timer that fires a hair e
 RETRY_DELAYS = (60.0, 300.0, 900.0, 3600.0)  # after a failed post; the last one repeats
 CATCH_UP_PERIODS = 4  # a catch-up digest covers at most this many periods
 SEEN_KEY = "digest.scheduler_seen_at"
+STALE_CLAIM = 3600.0  # seconds: a 'posting' claim older than this belongs to a process that died
 _MARGIN = timedelta(hours=3)  # larger than any UTC-offset change, so DST shifts never hide a fire time
 _MAX_STEPS = 10_000  # cron steps scanned for one answer (a never-matching cron stops here)
 
@@ -161,7 +163,7 @@ def period_ending(cron: str, zone: ZoneInfo, fire: datetime) -> Period:
 
 
 # -- the loop --------------------------------------------------------------------------------
-TickOutcome = Literal["posted", "nothing_due", "already_done", "skipped_catch_up", "failed", "disabled"]
+TickOutcome = Literal["posted", "already_done", "skipped_catch_up", "failed", "disabled"]
 
 
 @dataclass
@@ -170,7 +172,7 @@ class Tick:
 
     outcome: TickOutcome
     period: str | None
-    wake_at: datetime
+    wake_at: datetime  # UTC
     ts: str | None = None
 
 
@@ -210,6 +212,7 @@ class DigestScheduler:
         self._failures = 0
         self._failed_period: str | None = None
         self._retry_at: datetime | None = None
+        self._parents: dict[str, str] = {}  # period -> parent ts, once the parent message is up
 
     def now(self) -> datetime:
         """The current instant in UTC (arithmetic between two times of one zone ignores DST offsets)."""
@@ -225,6 +228,12 @@ class DigestScheduler:
         seen = self.store.get(SEEN_KEY)
         self._existed_before = bool(seen) or self.store.last_digest() is not None
         self.store.put(SEEN_KEY, str(now.timestamp()))
+        # A claim left 'posting' by a process that died mid-post stays taken: reposting could
+        # post twice, and we cannot tell whether Slack got it. Say so, once, at start.
+        for row in self.store.query(
+            "SELECT period FROM digests WHERE status = 'posting' AND posted_at < ?", (time.time() - STALE_CLAIM,)
+        ):
+            log.warning("digest period left half-posted by an earlier run; not reposting", extra=dict(row))
 
     def due_period(self, now: datetime) -> Period:
         """The period whose fire time is the latest one at or before `now`."""
@@ -259,7 +268,7 @@ class DigestScheduler:
         self.start()
         assert self._started_at is not None
         now = self.now()
-        next_at = next_fire(self.cron, self.zone, now)
+        next_at = next_fire(self.cron, self.zone, now).astimezone(UTC)
         if not self.channel:
             return Tick("disabled", None, next_at)
         self.store.put(SEEN_KEY, str(now.timestamp()))
@@ -279,9 +288,13 @@ class DigestScheduler:
         try:
             ts = await self._post(period)
         except asyncio.CancelledError:
-            self.store.finish_digest(period.key, ts=None, ok=False)
+            if period.key not in self._parents:  # nothing reached the channel: free the period
+                self.store.finish_digest(period.key, ts=None, ok=False)
             raise
         except Exception:
+            if period.key in self._parents:  # the parent is up; only thread replies were lost
+                log.exception("digest partly posted", extra=extra)
+                return Tick("posted", period.key, next_at, ts=self._parents.pop(period.key))
             self.store.finish_digest(period.key, ts=None, ok=False)
             if self._failed_period != period.key:
                 self._failed_period, self._failures = period.key, 0
@@ -291,6 +304,7 @@ class DigestScheduler:
             log.exception("digest post failed; retrying in %s s", delay, extra=extra)
             return Tick("failed", period.key, min(self._retry_at, next_at))
         self.store.finish_digest(period.key, ts=ts, ok=True)
+        self._parents.pop(period.key, None)
         self._failed_period, self._failures, self._retry_at = None, 0, None
         log.info("digest posted", extra={**extra, "ts": ts})
         return Tick("posted", period.key, next_at, ts=ts)
@@ -299,6 +313,10 @@ class DigestScheduler:
         from bot.digest import post_scheduled_digest
 
         assert self.channel is not None
+
+        def parent_posted(ts: str) -> None:
+            self.mark_posted(period, ts)
+
         return await post_scheduled_digest(
             self.settings,
             self.store,
@@ -307,7 +325,13 @@ class DigestScheduler:
             channel=self.channel,
             since=period.since,
             until=period.fire,
+            on_parent=parent_posted,
         )
+
+    def mark_posted(self, period: Period, ts: str) -> None:
+        """Record the period as posted as soon as its parent message exists."""
+        self._parents[period.key] = ts
+        self.store.finish_digest(period.key, ts=ts, ok=True)
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -5,8 +5,8 @@ that writes). `collect_stats()` returns plain values so the App Home tab and tes
 the same figures the command prints.
 
 Cost: the architect records `cost_usd` per answer. A row that carries tokens but no cost
-(an older row, or a model missing from the architect's price list) is priced here from a
-small per-family table, and the figure is then flagged as estimated.
+is priced here with the architect's list-price table (`bot.architect.pricing`), and the
+total is then flagged as partly estimated.
 """
 
 from __future__ import annotations
@@ -23,19 +23,10 @@ from typing import Any
 
 from bot.config import Settings
 from bot.store import Store
+from bot.types import Usage
 
 DEFAULT_DAYS = 30
 TOP_N = 5
-
-# USD per million tokens: (input, output, cache read, cache write). Matched by substring of the model id.
-PRICES: dict[str, tuple[float, float, float, float]] = {
-    "opus-4-5": (5.0, 25.0, 0.50, 6.25),
-    "opus": (15.0, 75.0, 1.50, 18.75),
-    "haiku-4": (1.0, 5.0, 0.10, 1.25),
-    "haiku": (0.80, 4.0, 0.08, 1.0),
-    "sonnet": (3.0, 15.0, 0.30, 3.75),
-}
-FALLBACK_PRICE = PRICES["sonnet"]
 
 
 @dataclass
@@ -96,17 +87,17 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def price_for(model: str | None) -> tuple[float, float, float, float]:
-    name = (model or "").lower()
-    for key, price in PRICES.items():
-        if key in name:
-            return price
-    return FALLBACK_PRICE
-
-
 def estimate_cost(model: str | None, *, input_: int, output: int, cache_read: int, cache_write: int) -> float:
-    p_in, p_out, p_read, p_write = price_for(model)
-    return (input_ * p_in + output * p_out + cache_read * p_read + cache_write * p_write) / 1_000_000
+    """List-price cost from the architect's price table (imported lazily: it pulls in the model SDK)."""
+    from bot.architect.pricing import cost_usd
+
+    usage = Usage(
+        input_tokens=input_,
+        output_tokens=output,
+        cache_read_input_tokens=cache_read,
+        cache_creation_input_tokens=cache_write,
+    )
+    return cost_usd(model or "", usage)
 
 
 def collect_stats(store: Store, *, since: float, until: float | None = None) -> Stats:

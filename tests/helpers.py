@@ -11,8 +11,6 @@ def is_final(message: StoredMessage) -> bool:
     """A finished answer (feedback buttons attached) or a failure notice."""
     if message.text.startswith(FAILURE_MARK):
         return True
-    if message.stream_state == "streaming":
-        return False
     return any(b.get("type") == "context_actions" for b in message.blocks or [])
 
 

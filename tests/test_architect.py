@@ -20,7 +20,7 @@ from bot.types import Hit, Turn, Usage
 from tests.fakes.anthropic import DEFAULT_API_KEY, Cite, FakeAnthropic, Segment, ToolUse
 from tests.fakes.anthropic import Reply as Scripted
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-5-5"  # the current Sonnet: thinks by default, refuses forced tool_choice
 
 
 def make_settings(base_url: str, tmp_path: Path, **overrides: object) -> Settings:
@@ -95,13 +95,17 @@ def all_text(content: object) -> str:
 # -- the happy path -----------------------------------------------------------------------
 async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthropic, architect: Architect) -> None:
     body = "Use the transactional outbox. " * 6
-    fake.script(Scripted(text=body, tool_use=record(topic="event delivery", confidence="high"), chunk_delay=0.001))
+    fake.script(
+        Scripted(text=body, chunk_delay=0.001), Scripted(tool_use=record(topic="event delivery", confidence="high"))
+    )
     shown: list[str] = []
 
     async def on_text(text: str) -> None:
         shown.append(text)
 
-    answer = await architect.respond(turns=user("How should device events reach notifications?"), hits=HITS, on_text=on_text)
+    answer = await architect.respond(
+        turns=user("How should device events reach notifications?"), hits=HITS, on_text=on_text
+    )
 
     assert answer.kind == "answer"
     assert answer.text == body.strip()
@@ -112,8 +116,29 @@ async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthr
     assert answer.model == MODEL
     assert answer.usage.input_tokens > 0 and answer.usage.output_tokens > 0
     assert answer.usage.cost_usd > 0
-    sent = fake.message_requests[0].body
-    assert sent is not None and sent["stream"] is True and sent["model"] == MODEL
+    answer_request, record_request = (r.body for r in fake.message_requests)
+    assert answer_request is not None and record_request is not None
+    assert answer_request["stream"] is True and answer_request["model"] == MODEL
+    assert answer_request["tool_choice"] == {"type": "none"}  # the answer is text only
+    assert record_request["tool_choice"] == {"type": "auto"}  # never forced: current models refuse that
+    assert not record_request.get("stream")
+    assistant, ask = record_request["messages"][-2:]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"][0]["type"] == "thinking"  # passed back unchanged
+    assert all_text(assistant["content"]) == body.strip() or body.strip() in all_text(assistant["content"])
+    assert ask == {"role": "user", "content": architect.prompts.notes["record"]}
+    assert record_request["system"] == answer_request["system"] and record_request["tools"] == answer_request["tools"]
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5"])
+async def test_other_models(fake: FakeAnthropic, tmp_path: Path, model: str) -> None:
+    arch = Architect(make_settings(fake.base_url, tmp_path, model=model), backoff=0.01)
+    try:
+        fake.script(Scripted(text="Short answer."), Scripted(tool_use=record(topic="t")))
+        answer = await arch.respond(turns=user("q?"), hits=HITS)
+    finally:
+        await arch.close()
+    assert answer.text == "Short answer." and answer.topic == "t" and answer.model == model
 
 
 async def test_citations_map_back_to_paths(fake: FakeAnthropic, architect: Architect) -> None:
@@ -125,7 +150,6 @@ async def test_citations_map_back_to_paths(fake: FakeAnthropic, architect: Archi
                 Segment("Devices publish their events on the exchange. ", [Cite(source=docs_url)]),
                 Segment("Publish them through an outbox.", [Cite(search_result_index=1, cited_text="Write the event")]),
             ],
-            tool_use=record(),
         )
     )
     answer = await architect.respond(turns=user("How do device events flow?"), hits=hits)
@@ -146,7 +170,7 @@ async def test_citations_map_back_to_paths(fake: FakeAnthropic, architect: Archi
 async def test_sources_listed_but_not_quoted_become_citations_only_when_real(
     fake: FakeAnthropic, architect: Architect
 ) -> None:
-    fake.script(Scripted(text="Answer.", tool_use=record(sources=[HITS[1].path, "invented/path.md"])))
+    fake.script(Scripted(text="Answer."), Scripted(tool_use=record(sources=[HITS[1].path, "invented/path.md"])))
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert [c.path for c in answer.citations] == [HITS[1].path]
 
@@ -155,7 +179,7 @@ async def test_sources_listed_but_not_quoted_become_citations_only_when_real(
 async def test_clarifying_questions(fake: FakeAnthropic, architect: Architect) -> None:
     questions = ["How many devices per tenant at peak?", "Who runs RabbitMQ today?"]
     text = "Before I recommend anything:\n1. " + questions[0] + "\n2. " + questions[1]
-    fake.script(Scripted(text=text, tool_use=record("clarify", questions=questions)))
+    fake.script(Scripted(text=text), Scripted(tool_use=record("clarify", questions=questions)))
     answer = await architect.respond(turns=user("Should we move to Kafka?"), hits=HITS)
     assert answer.kind == "clarify"
     assert answer.questions == questions
@@ -164,7 +188,8 @@ async def test_clarifying_questions(fake: FakeAnthropic, architect: Architect) -
 
 async def test_clarify_without_questions_is_invalid_and_reasked(fake: FakeAnthropic, architect: Architect) -> None:
     fake.script(
-        Scripted(text="Could you tell me the scale?", tool_use=record("clarify")),
+        Scripted(text="Could you tell me the scale?"),
+        Scripted(tool_use=record("clarify")),
         Scripted(tool_use=record("clarify", questions=["What scale?"])),
     )
     answer = await architect.respond(turns=user("Kafka?"), hits=HITS)
@@ -181,10 +206,8 @@ async def test_just_answer_is_passed_to_the_model_and_assumptions_recorded(
         Turn("user", "just answer please"),
     ]
     fake.script(
-        Scripted(
-            text="Assuming about 500 events/s and the current team: stay on RabbitMQ.",
-            tool_use=record(assumptions=["about 500 events per second", "no dedicated Kafka operator"]),
-        )
+        Scripted(text="Assuming about 500 events/s and the current team: stay on RabbitMQ."),
+        Scripted(tool_use=record(assumptions=["about 500 events per second", "no dedicated Kafka operator"])),
     )
     answer = await architect.respond(turns=turns, hits=HITS)
 
@@ -223,11 +246,13 @@ async def test_conflicting_passages_are_recorded_with_both_paths(fake: FakeAnthr
                 Segment("The docs disagree on the ADB port range: one says 5555-5655 ", [PORTS_A.path]),
                 Segment("and another 40000-40999.", [PORTS_B.path]),
             ],
+        ),
+        Scripted(
             tool_use=record(
                 conflicts=[{"summary": "ADB port range", "sources": [PORTS_A.path, PORTS_B.path]}],
                 gaps=["which range is current"],
             ),
-        )
+        ),
     )
     answer = await architect.respond(turns=user("Which ports do devices use?"), hits=[PORTS_A, PORTS_B])
     assert len(answer.conflicts) == 1
@@ -244,64 +269,80 @@ async def test_no_passages_tells_the_model_so(fake: FakeAnthropic, architect: Ar
 
 
 # -- the structured reply: invalid, missing ------------------------------------------------
-async def test_invalid_tool_input_is_asked_once_more(fake: FakeAnthropic, architect: Architect) -> None:
+async def test_invalid_record_is_asked_once_more(fake: FakeAnthropic, architect: Architect) -> None:
     fake.script(
-        Scripted(text="Use an outbox.", tool_use=record("banana"), citations=[HITS[1].path]),
+        Scripted(text="Use an outbox.", citations=[HITS[1].path]),
+        Scripted(tool_use=record("banana")),
         Scripted(tool_use=record("answer", topic="outbox")),
     )
     answer = await architect.respond(turns=user("How to publish events reliably?"), hits=HITS)
     assert answer.kind == "answer" and answer.topic == "outbox"
     assert answer.text == "Use an outbox."
     assert [c.path for c in answer.citations] == [HITS[1].path]
-    first, second = (r.body for r in fake.message_requests)
-    assert second is not None and first is not None
-    assert second["tool_choice"] == {"type": "tool", "name": "record_reply"}
-    assert "stream" not in second or not second["stream"]
-    assistant, follow = second["messages"][-2:]
-    assert assistant["role"] == "assistant" and assistant["content"][-1]["type"] == "tool_use"
-    result = follow["content"][0]
+    first, second, third = (r.body for r in fake.message_requests)
+    assert third is not None and second is not None
+    assert third["tool_choice"] == {"type": "auto"}
+    assert third["messages"][: len(second["messages"])] == second["messages"]
+    failed, reply_to_it = third["messages"][-2:]
+    assert failed["role"] == "assistant" and failed["content"][0]["type"] == "thinking"
+    assert failed["content"][-1]["type"] == "tool_use"
+    result = reply_to_it["content"][0]
     assert result["type"] == "tool_result" and result["is_error"] is True and "kind" in result["content"]
-    assert second["system"] == first["system"] and second["tools"] == first["tools"]  # same cached prefix
+    assert result["tool_use_id"] == failed["content"][-1]["id"]
     assert answer.usage.output_tokens > 0
 
 
 async def test_invalid_twice_falls_back_to_plain_text(fake: FakeAnthropic, architect: Architect) -> None:
     fake.script(
-        Scripted(text="The full answer, cited.", tool_use=record("banana"), citations=[HITS[0].path]),
+        Scripted(text="The full answer, cited.", citations=[HITS[0].path]),
+        Scripted(tool_use=record("banana")),
         Scripted(tool_use=record("still-wrong")),
     )
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert answer.kind == "answer"
     assert answer.text == "The full answer, cited."
     assert [c.path for c in answer.citations] == [HITS[0].path]
-    assert len(fake.message_requests) == 2
+    assert len(fake.message_requests) == 3
 
 
-async def test_missing_tool_call_is_requested(fake: FakeAnthropic, architect: Architect) -> None:
-    fake.script(Scripted(text="An answer without the tool."), Scripted(tool_use=record(topic="t")))
+async def test_missing_record_is_requested_again(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="An answer."), Scripted(text="I have recorded it."), Scripted(tool_use=record(topic="t")))
     answer = await architect.respond(turns=user("q?"), hits=HITS)
-    assert answer.topic == "t" and answer.text == "An answer without the tool."
-    follow = fake.message_requests[1].body["messages"][-1]  # type: ignore[index]
+    assert answer.topic == "t" and answer.text == "An answer."
+    follow = fake.message_requests[2].body["messages"][-1]  # type: ignore[index]
     assert architect.prompts.notes["repair_missing"] in all_text(follow["content"])
 
 
-async def test_follow_up_failure_keeps_the_answer(fake: FakeAnthropic, architect: Architect) -> None:
+async def test_record_failure_keeps_the_answer(fake: FakeAnthropic, architect: Architect) -> None:
     fake.script(Scripted(text="Kept.", citations=[HITS[0].path]))
-    fake.fail(500, times=10, skip=1)  # the streamed answer succeeds; the follow-up always fails
+    fake.fail(500, times=10, skip=1)  # the streamed answer succeeds; the record request always fails
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert answer.text == "Kept." and answer.kind == "answer"
     assert [c.path for c in answer.citations] == [HITS[0].path]
-    assert len(fake.message_requests) == 4  # the answer + the follow-up and its two SDK retries
+    assert len(fake.message_requests) == 4  # the answer + the record and its two SDK retries
+
+
+async def test_review_kind_follows_the_mode(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="An answer."), Scripted(tool_use=record("review")))
+    answer = await architect.respond(turns=user("q?"), hits=HITS)
+    assert answer.kind == "answer"
+
+
+async def test_no_forced_tool_choice_ever(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(Scripted(text="a"), Scripted(tool_use=record("banana")), Scripted(text="no call"))
+    await architect.respond(turns=user("q?"), hits=HITS)
+    assert len(fake.message_requests) == 3
+    assert all(r.body["tool_choice"]["type"] in ("auto", "none") for r in fake.message_requests)  # type: ignore[index]
 
 
 # -- failures and retries -----------------------------------------------------------------
 async def test_overloaded_twice_then_one_answer(fake: FakeAnthropic, architect: Architect) -> None:
     fake.fail(529, times=2)
-    fake.script(Scripted(text="Finally.", tool_use=record()))
+    fake.script(Scripted(text="Finally."))
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert answer.text == "Finally."
-    assert len(fake.message_requests) == 3
-    assert [r.headers["x-stainless-retry-count"] for r in fake.message_requests] == ["0", "1", "2"]
+    assert len(fake.message_requests) == 4  # three tries of the answer, then the record
+    assert [r.headers["x-stainless-retry-count"] for r in fake.message_requests[:3]] == ["0", "1", "2"]
 
 
 async def test_always_500_raises_model_error(fake: FakeAnthropic, architect: Architect) -> None:
@@ -324,8 +365,8 @@ async def test_bad_request_is_not_retried(fake: FakeAnthropic, architect: Archit
 
 async def test_stream_cut_mid_way_is_restarted(fake: FakeAnthropic, architect: Architect) -> None:
     body = "A long answer that gets cut in the middle and must arrive whole. " * 3
-    fake.script(Scripted(text=body, tool_use=record()))
-    fake.cut_stream_after(5)
+    fake.script(Scripted(text=body))
+    fake.cut_stream_after(8)  # after the thinking block and two text deltas
     shown: list[str] = []
 
     async def on_text(text: str) -> None:
@@ -333,7 +374,7 @@ async def test_stream_cut_mid_way_is_restarted(fake: FakeAnthropic, architect: A
 
     answer = await architect.respond(turns=user("q?"), hits=HITS, on_text=on_text)
     assert answer.text == body.strip()
-    assert len(fake.message_requests) == 2
+    assert len(fake.message_requests) == 3  # cut, restarted, then the record
     restart = next(i for i in range(1, len(shown)) if not shown[i].startswith(shown[i - 1]))
     assert shown[restart] == shown[0]  # the caller sees the text start over, then complete
     assert shown[-1].strip() == body.strip()
@@ -342,11 +383,11 @@ async def test_stream_cut_mid_way_is_restarted(fake: FakeAnthropic, architect: A
 
 
 async def test_overloaded_error_event_mid_stream_is_restarted(fake: FakeAnthropic, architect: Architect) -> None:
-    fake.script(Scripted(text="Whole answer.", tool_use=record()))
+    fake.script(Scripted(text="Whole answer."))
     fake.error_mid_stream(after_events=4, error_type="overloaded_error", times=2)
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert answer.text == "Whole answer."
-    assert len(fake.message_requests) == 3
+    assert len(fake.message_requests) == 4
 
 
 async def test_stream_cut_every_time_gives_up(fake: FakeAnthropic, architect: Architect) -> None:
@@ -388,11 +429,20 @@ async def test_stable_prefix_is_cached_and_read_from_the_second_question(
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "team you work with" in body["system"][-1]["text"]
     assert all("cache_control" not in b for b in body["system"][:-1])
-    marks = [b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"] if "cache_control" in b]
+    marks = [
+        b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"] if "cache_control" in b
+    ]
     assert marks == []  # passages and turns come after the cached prefix, unmarked
-    assert first.usage.cache_creation_input_tokens > 1024 and first.usage.cache_read_input_tokens == 0
-    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
-    assert second.usage.cache_creation_input_tokens == 0
+    prefix = first.usage.cache_creation_input_tokens
+    assert prefix > 1024  # the first answer request writes the prefix...
+    assert [u["cache_read_input_tokens"] for u in fake.usages] == [
+        0,
+        prefix,
+        prefix,
+        prefix,
+    ]  # ...every later one reads it
+    assert first.usage.cache_read_input_tokens == prefix  # its record request already read it
+    assert second.usage.cache_read_input_tokens == 2 * prefix and second.usage.cache_creation_input_tokens == 0
     assert second.usage.cache_read_input_tokens > second.usage.input_tokens
     assert second.usage.cost_usd < first.usage.cost_usd
 
@@ -421,21 +471,23 @@ def test_clean_turns_rejects_a_conversation_not_ending_with_the_user() -> None:
 
 
 async def test_review_mode(fake: FakeAnthropic, architect: Architect) -> None:
-    fake.script(Scripted(text="### Summary\nGo with changes.", tool_use=record("answer", decision="go with changes")))
+    fake.script(
+        Scripted(text="### Summary\nGo with changes."), Scripted(tool_use=record("answer", decision="go with changes"))
+    )
     answer = await architect.respond(turns=user("Proposal: move billing to Kafka."), hits=HITS, mode="review")
     assert answer.kind == "review" and answer.decision == "go with changes"
     body = fake.message_requests[0].body
     assert body is not None
     assert architect.prompts.notes["review"] in all_text(body["messages"][-1]["content"])
-    chat_system = body["system"]
+    review_system = body["system"]
     await architect.respond(turns=user("q?"), hits=HITS)
-    assert fake.message_requests[1].body["system"] == chat_system  # type: ignore[index]  # one shared prefix
+    assert fake.message_requests[2].body["system"] == review_system  # type: ignore[index]  # one shared prefix
 
 
 async def test_no_secret_in_any_request(fake: FakeAnthropic, architect: Architect) -> None:
-    fake.script(Scripted(text="x", tool_use=record("banana")))  # includes a follow-up request
+    fake.script(Scripted(text="x"), Scripted(tool_use=record("banana")))  # includes a repair request
     await architect.respond(turns=user("q?"), hits=HITS)
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == 3
     for request in fake.requests:
         assert request.authenticated
         assert DEFAULT_API_KEY not in json.dumps(request.body)

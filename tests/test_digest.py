@@ -36,7 +36,7 @@ from bot.digest import (
 )
 from bot.store import Store
 from bot.types import Answer, Citation, Usage
-from tests.fakes.anthropic import FakeAnthropic, Reply
+from tests.fakes.anthropic import DEFAULT_MODELS, FakeAnthropic, Reply
 from tests.fakes.slack import FakeSlack
 
 PUBLIC = "CPUB"
@@ -268,6 +268,7 @@ async def test_plain_digest_from_fixture_data_offline(tmp_path: Path, store: Sto
     assert topics["Outbox pattern"] == ["How do we publish events reliably after a DB write?"]  # from its doc
     assert topics["Data ownership"] == ["Should the device service own its sessions table?"]
     assert "Sharding" not in topics and "Messaging" not in topics  # private, and unverifiable offline
+    assert "What about caching?" not in str(topics)  # a failure is counted, not listed as answered
     assert [d.text for d in data.decisions] == [
         "Put a circuit breaker with a 2 s timeout on the billing client",
         "Reviewed: Split billing into its own service",
@@ -349,6 +350,7 @@ async def test_private_threads_never_reach_the_model_or_the_post(
         slack_api_url=slack.api_url,
         anthropic_api_key=MODEL_KEY,
         anthropic_base_url=model.base_url,
+        model=DEFAULT_MODELS[0],
         digest_channel="CDIGEST",
     )
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
@@ -369,6 +371,30 @@ async def test_private_threads_never_reach_the_model_or_the_post(
     assert "OPTED-IN" not in request and "OPTED-IN" not in dumped
 
 
+async def test_permalinks_are_fetched_for_the_threads_shown_only(
+    tmp_path: Path, store: Store, slack: FakeSlack
+) -> None:
+    seeder = Seeder(store)
+    roots = []
+    for i in range(15):
+        ts, _ = seeder.answer(
+            channel=PUBLIC, question=f"Question number {i}", answer=Answer(kind="answer", text="a", topic="Caching")
+        )
+        roots.append(ts)
+        if i != 0:  # the first one was deleted from Slack since
+            slack.add_message(PUBLIC, f"question {i}", user="U1", ts=ts)
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    since, until = window()
+    data = await collect_digest(store, settings_for(tmp_path), since=since, until=until, slack=client)
+    listed = data.topics["Caching"]
+    assert len(listed) == 14 and data.skipped == {"deleted": 1}
+    assert [t.line for t in listed[:12]] == [f"Question number {i}" for i in range(1, 13)]
+    assert all(t.permalink for t in listed[:12])  # the 13th took the deleted one's place, and is linked
+    # 12 shown at first, one of them deleted, then one more: 13 calls, not 15.
+    assert len(slack.calls_to("chat.getPermalink", include_failed=True)) == 13
+    assert "- …and 2 more" in render_markdown(data)
+
+
 async def test_an_opted_in_private_channel_is_shown(tmp_path: Path, store: Store, slack: FakeSlack) -> None:
     threads = seed(store)
     add_to_slack(slack, threads)
@@ -387,7 +413,11 @@ async def test_model_failure_gives_the_plain_digest(
     add_to_slack(slack, threads)
     model.fail(500, times=10)
     settings = settings_for(
-        tmp_path, anthropic_api_key=MODEL_KEY, anthropic_base_url=model.base_url, model_max_retries=0
+        tmp_path,
+        anthropic_api_key=MODEL_KEY,
+        anthropic_base_url=model.base_url,
+        model=DEFAULT_MODELS[0],
+        model_max_retries=0,
     )
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
     since, until = window()
@@ -477,8 +507,9 @@ async def test_a_long_digest_is_split_into_a_parent_and_its_thread(slack: FakeSl
     assert len(replies) == len(messages)  # the parent, then every part in its thread
     assert not [c for c in slack.calls_to("chat.postMessage", include_failed=True) if c.failed]
     posted = everything([c.args.get("blocks") for c in slack.calls_to("chat.postMessage")])
-    for i in (0, 479):
-        assert f"Question {i} " in posted
+    assert "Question 0 " in posted
+    assert posted.count("https://fake.slack/archives/") == 150  # the listing budget; the rest are counted
+    assert "…and 324 threads in 27 other topics." in posted  # 12 topics x 12, then 6 of the 13th
 
 
 async def test_a_short_digest_is_one_message() -> None:

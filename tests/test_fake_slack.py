@@ -249,6 +249,24 @@ async def test_socket_mode_round_trip_with_bolt(fake: FakeSlack) -> None:
     assert mentions == ["<@UBOT> hello", "<@UBOT> again"]
 
 
+async def test_bot_messages_echo_back_over_socket_mode() -> None:
+    async with FakeSlack(echo_bot_messages=True) as fake:
+        client = web_client(fake)
+        app = AsyncApp(client=client)  # Bolt skips the bot's own events but still acks them
+        handler = AsyncSocketModeHandler(app, app_token=fake.app_token)
+        await handler.connect_async()
+        try:
+            await asyncio.wait_for(fake.socket_connected.wait(), 5)
+            posted = await client.chat_postMessage(channel="C1", text="answer")
+            await client.chat_update(channel="C1", ts=posted["ts"], text="better answer")
+            await fake.wait_for(lambda f: len(f.acks) == 2)
+        finally:
+            await handler.close_async()
+    events = [ack.envelope.payload["event"] for ack in fake.acks if ack.envelope]
+    assert [(e.get("subtype"), e.get("bot_id")) for e in events] == [(None, "BBOT"), ("message_changed", None)]
+    assert events[1]["message"]["text"] == "better answer"
+
+
 async def test_wait_for_times_out_with_a_dump(fake: FakeSlack) -> None:
     await web_client(fake).auth_test()
 

@@ -246,7 +246,7 @@ async def test_fresh_install_posts_at_the_first_fire_time_not_before(tmp_path: P
 
     tick = await scheduler.tick()
     assert tick.outcome == "skipped_catch_up"
-    assert tick.wake_at.isoformat() == "2025-03-31T09:00:00+02:00"  # the Monday after the DST change
+    assert tick.wake_at.astimezone(BERLIN).isoformat() == "2025-03-31T09:00:00+02:00"  # the Monday after the DST change
     assert digest_posts(slack) == []
 
     clock.set(at(BERLIN, 2025, 3, 31, 9, 0, 1))
@@ -258,6 +258,23 @@ async def test_fresh_install_posts_at_the_first_fire_time_not_before(tmp_path: P
     rows = store.query("SELECT period, status, ts FROM digests")
     assert rows == [{"period": "2025-03-31T07:00Z", "status": "posted", "ts": tick.ts}]
     store.close()
+
+
+async def test_the_wait_across_a_dst_change_is_counted_in_real_hours(tmp_path: Path, slack: FakeSlack) -> None:
+    for tz, start, hours in (
+        ("Europe/Berlin", at(BERLIN, 2025, 3, 30, 1, 30), 30.5),  # clocks jump 02:00 -> 03:00 that night
+        ("Europe/Berlin", at(BERLIN, 2025, 10, 26, 1, 30), 32.5),  # 03:00 -> 02:00
+        ("America/New_York", at(NEW_YORK, 2025, 3, 9, 1, 30), 30.5),
+        ("America/New_York", at(NEW_YORK, 2025, 11, 2, 0, 30), 33.5),
+    ):
+        settings = make_settings(tmp_path, slack, tz=tz, db_path=tmp_path / f"{start.isoformat()[:13]}-{tz[:3]}.db")
+        store = Store(settings.db_path)
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        tick = await DigestScheduler(settings, store, client, now=Clock(start)).tick()
+        assert tick.outcome == "skipped_catch_up"
+        assert (tick.wake_at - start.astimezone(UTC)).total_seconds() == hours * 3600, tz
+        assert tick.wake_at.astimezone(settings.zone).strftime("%a %H:%M") == "Mon 09:00"
+        store.close()
 
 
 async def test_missed_period_is_caught_up_once_after_downtime(tmp_path: Path, slack: FakeSlack) -> None:
@@ -434,4 +451,46 @@ async def test_cancelling_during_a_post_releases_the_claim(tmp_path: Path, slack
     with pytest.raises(asyncio.CancelledError):
         await task
     assert store.query("SELECT * FROM digests") == []
+    store.close()
+
+
+async def test_cancelling_after_the_parent_is_up_keeps_the_period_posted(tmp_path: Path, slack: FakeSlack) -> None:
+    settings = make_settings(tmp_path, slack)
+    store = Store(settings.db_path)
+    store.put(SEEN_KEY, "1")
+    started = asyncio.Event()
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    clock = Clock(at(BERLIN, 2025, 6, 2, 9, 0, 1))
+    scheduler: DigestScheduler
+
+    async def parent_then_hang(period: Period) -> str:
+        scheduler.mark_posted(period, "1700000000.000100")  # what post_digest's on_parent does
+        started.set()
+        await asyncio.Event().wait()  # the thread replies never finish: shutdown cancels us
+        return "never"
+
+    scheduler = DigestScheduler(settings, store, client, now=clock, post=parent_then_hang)
+    task = asyncio.create_task(scheduler.tick())
+    await asyncio.wait_for(started.wait(), timeout=2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.query("SELECT status, ts FROM digests") == [{"status": "posted", "ts": "1700000000.000100"}]
+    restarted = DigestScheduler(settings, Store(settings.db_path), client, now=clock)
+    assert (await restarted.tick()).outcome == "already_done"
+    restarted.store.close()
+    store.close()
+
+
+async def test_the_default_post_records_the_parent_before_the_replies(tmp_path: Path, slack: FakeSlack) -> None:
+    settings = make_settings(tmp_path, slack)
+    store = Store(settings.db_path)
+    store.put(SEEN_KEY, "1")
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    clock = Clock(at(BERLIN, 2025, 6, 2, 9, 0, 1))
+    tick = await DigestScheduler(settings, store, client, now=clock).tick()
+    assert tick.outcome == "posted"
+    parent = digest_posts(slack)[0]
+    assert parent.response["ts"] == tick.ts
+    assert store.query("SELECT status, ts FROM digests") == [{"status": "posted", "ts": tick.ts}]
     store.close()

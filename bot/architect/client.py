@@ -43,6 +43,15 @@ async def check_model(settings: Settings, client: AsyncAnthropic | None = None) 
     client = client or build_anthropic_client(settings)
     try:
         info = await client.models.retrieve(settings.model)
+        lifecycle = getattr(info, "lifecycle", None) or "active"
+        if lifecycle == "retired":
+            return False, f"ARCHBOT_MODEL={settings.model!r} is retired: choose a current model"
+        if lifecycle == "deprecated":
+            when = f" on {info.retires_at:%Y-%m-%d}" if getattr(info, "retires_at", None) else ""
+            return (
+                True,
+                f"model {info.id} works but is deprecated and retires{when or ' soon'}: plan to change ARCHBOT_MODEL",
+            )
         return True, f"model {info.id} is available ({info.display_name})"
     except anthropic.NotFoundError:
         known = await _some_models(client)

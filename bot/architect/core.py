@@ -1,11 +1,19 @@
 """The architect: turns + passages → one streamed, cited, structured answer.
 
-One request does the work: the model streams the visible answer as text (cited against the
-`search_result` passages) and then calls the `record_reply` tool with the typed facts about it.
-Citations and structured outputs cannot share a request, so the typed part rides on a tool call
-instead. If the tool input does not validate (or the call is missing), one short follow-up
-request asks for it again with the tool forced; if that fails too, the answer is kept as plain
-text. The answer is never dropped because its metadata was bad.
+Two requests per answer, sharing one cached prefix (tools + system + team profile):
+
+1. The answer, streamed: `tool_choice: none`, passages as `search_result` blocks with citations
+   on. The visible text and its citations come from this request alone.
+2. The record: the same conversation plus that answer, and a note asking for `record_reply`
+   (`tool_choice: auto`). Its input, validated by the pydantic `Reply`, carries the typed facts
+   (kind, questions, assumptions, sources, conflicts, gaps, decision, topic, confidence).
+
+Why not one request: citations cannot be combined with structured outputs; and current models
+(the Claude 5.5 generation) reject a forced `tool_choice` and return the text written *before*
+a tool call as a thinking block, so "answer, then call the tool" in one turn could hide the
+answer. If the record does not validate, or is missing, one more request asks again (the
+failed call answered with an error `tool_result`); if that fails too, the answer stays plain
+text. The answer is never dropped because its record was bad.
 
 Failures and retries:
 - HTTP errors before the stream starts (429, 5xx, 529, connection errors) are retried by the
@@ -14,7 +22,11 @@ Failures and retries:
   such as `overloaded_error` are not retried by the SDK; this module restarts the request, up
   to `ARCHBOT_MODEL_RETRIES` times with exponential backoff. `on_text` always receives the full
   text so far, so after a restart the caller simply replaces what it showed.
-- Anything else, or running out of retries, raises `ModelError` with the HTTP status.
+- Anything else, or running out of retries, raises `ModelError` with the HTTP status. A failed
+  record request never fails the answer.
+
+Thinking blocks (current models think by default) are never shown, and are passed back
+unchanged wherever the conversation continues after them.
 
 Secrets: the request body carries prompts, turns and passages only; error messages name the
 status and error type, never a body or a header, and pass through the redactor.
@@ -55,7 +67,7 @@ log = logging.getLogger(__name__)
 
 OnText = Callable[[str], Awaitable[None]]
 RETRYABLE_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
-REPAIR_MAX_TOKENS = 1024
+RECORD_MAX_TOKENS = 2048  # the record is small, but current models may think before the call
 MAX_BACKOFF = 8.0
 
 
@@ -97,7 +109,7 @@ class Architect:
             "max_tokens": self.settings.max_tokens,
             "system": self.system,
             "tools": self.tools,
-            "tool_choice": {"type": "auto"},
+            "tool_choice": {"type": "none"},
             "messages": build_messages(
                 turns, results, self.prompts.notes, mode=mode, direct=wants_direct_answer(turns)
             ),
@@ -106,10 +118,13 @@ class Architect:
         started = time.monotonic()
         message = await self._stream(params, on_text, usage)
         text = visible_text(message)
-        reply, problem = extract_reply(message)
-        if reply is None:
-            log.info("record_reply missing or invalid; asking once more", extra={"problem": problem})
-            reply = await self._repair(params, message, problem, usage)
+        if not text:
+            raise ModelError(
+                f"model call failed (no text in the reply, stop reason {message.stop_reason})",
+                status=None,
+                retryable=message.stop_reason != "refusal",
+            )
+        reply = await self._record(params, message, usage)
         answer = assemble_answer(text=text, reply=reply, message=message, sent=sent, mode=mode)
         answer.model = message.model
         usage.cost_usd = cost_usd(message.model, usage)
@@ -182,44 +197,70 @@ class Architect:
         retryable = mid_stream or status in (408, 409, 429) or (status is not None and status >= 500) or status is None
         return ModelError(message, status=status, retryable=retryable)
 
-    # -- the one follow-up for a bad or missing record_reply ----------------------------------
-    async def _repair(self, params: dict[str, Any], message: Any, problem: str, usage: Usage) -> Reply | None:
-        assistant: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] = []
-        for block in message.content:
-            if block.type == "text" and block.text.strip():
-                assistant.append({"type": "text", "text": block.text})
-            elif block.type == "tool_use":
-                assistant.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
-                results.append(
-                    {"type": "tool_result", "tool_use_id": block.id, "content": problem or "invalid", "is_error": True}
-                )
-        if not assistant:
-            return None
+    # -- the record: typed facts about the answer, asked for after it ------------------------
+    async def _record(self, params: dict[str, Any], answer: Any, usage: Usage) -> Reply | None:
+        """The validated `Reply` for the answer just streamed, asking at most twice; None if it fails."""
         notes = self.prompts.notes
-        note = notes["repair_invalid"].replace("{errors}", problem) if results else notes["repair_missing"]
-        follow_up = [
+        messages = [
             *params["messages"],
-            {"role": "assistant", "content": assistant},
-            {"role": "user", "content": [*results, {"type": "text", "text": note}]},
+            {"role": "assistant", "content": assistant_blocks(answer, with_tools=False)},
+            {"role": "user", "content": notes["record"]},
         ]
-        try:
-            again = await self.client.messages.create(
-                **{
-                    **params,
-                    "messages": follow_up,
-                    "max_tokens": REPAIR_MAX_TOKENS,
-                    "tool_choice": {"type": "tool", "name": TOOL_NAME},
-                }
-            )
-        except (anthropic.APIError, httpx2.TransportError) as exc:
-            log.warning("record_reply follow-up failed; keeping the plain answer", extra={"error": _describe(exc)})
-            return None
-        _add_usage(usage, again.usage)
-        reply, problem = extract_reply(again)
+        problem = ""
+        reply: Reply | None = None
+        for attempt in (1, 2):
+            try:
+                response = await self.client.messages.create(
+                    **{
+                        **params,
+                        "messages": messages,
+                        "max_tokens": RECORD_MAX_TOKENS,
+                        "tool_choice": {"type": "auto"},
+                    }
+                )
+            except (anthropic.APIError, httpx2.TransportError) as exc:
+                log.warning("record_reply request failed; keeping the plain answer", extra={"error": _describe(exc)})
+                return None
+            _add_usage(usage, response.usage)
+            reply, problem = extract_reply(response)
+            if reply is not None or attempt == 2:
+                break
+            log.info("record_reply missing or invalid; asking once more", extra={"problem": problem})
+            messages = [*messages, *repair_turns(response, problem, notes)]
         if reply is None:
             log.warning("record_reply invalid twice; keeping the plain answer", extra={"problem": problem})
         return reply
+
+
+def assistant_blocks(message: Any, *, with_tools: bool = True) -> list[dict[str, Any]]:
+    """A response's content as request blocks: thinking unchanged, text without citations."""
+    blocks: list[dict[str, Any]] = []
+    for block in message.content:
+        if block.type == "thinking":
+            blocks.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
+        elif block.type == "redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": block.data})
+        elif block.type == "text" and block.text.strip():
+            blocks.append({"type": "text", "text": block.text})
+        elif block.type == "tool_use" and with_tools:
+            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+    if not any(b["type"] in ("text", "tool_use") for b in blocks):
+        blocks.append({"type": "text", "text": "(no text)"})  # an assistant turn of thinking alone is refused
+    return blocks
+
+
+def repair_turns(response: Any, problem: str, notes: dict[str, str]) -> list[dict[str, Any]]:
+    """The failed record turn and the user's answer to it: error results for its calls, and the note."""
+    calls = [b for b in response.content if b.type == "tool_use"]
+    results: list[dict[str, Any]] = [
+        {"type": "tool_result", "tool_use_id": c.id, "content": problem or "invalid input", "is_error": True}
+        for c in calls
+    ]
+    note = notes["repair_invalid"].replace("{errors}", problem) if calls else notes["repair_missing"]
+    return [
+        {"role": "assistant", "content": assistant_blocks(response)},
+        {"role": "user", "content": [*results, {"type": "text", "text": note}]},
+    ]
 
 
 # -- reading the reply --------------------------------------------------------------------

@@ -30,6 +30,7 @@ PASSAGE_MAX_CHARS = 1800
 PASSAGES_MAX_TOTAL_CHARS = 12_000
 BLOCK_TARGET_CHARS = 400  # citable unit inside a passage: paragraphs merged up to about this size
 THREAD_START = "(The thread starts with your earlier message, below.)"
+NOTE_NAMES = ("passages", "no_passages", "just_answer", "review", "record", "repair_invalid", "repair_missing")
 
 _VERSION = re.compile(r"^\s*<!--(.*?)-->\s*\n?", re.DOTALL)
 _NOTE_HEADING = re.compile(r"^## +(\w+)\s*$", re.MULTILINE)
@@ -81,7 +82,7 @@ class Prompts:
             raise ConfigError("ARCHBOT_TEAM_PROFILE", f"file not found: {team_profile}")
         notes_file = load_prompt(prompts_dir / "turn_notes.md")
         notes = parse_notes(notes_file.text)
-        missing = {"passages", "no_passages", "just_answer", "review", "repair_invalid", "repair_missing"} - set(notes)
+        missing = set(NOTE_NAMES) - set(notes)
         if missing:
             raise ConfigError("prompts/turn_notes.md", f"missing sections: {', '.join(sorted(missing))}")
         return cls(

@@ -135,7 +135,12 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         metrics.queue_depth.inc()
         log.info(
             "job queued",
-            extra={"job_id": job_id, "kind": question.kind, "channel": question.channel, "thread": question.thread_ts},
+            extra={
+                "job_id": job_id,
+                "kind": question.kind,
+                "channel": question.channel,
+                "thread_ts": question.thread_ts,
+            },
         )
         deps.wake.set()
 

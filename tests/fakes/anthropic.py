@@ -18,6 +18,12 @@ It checks what the real API rejects and a client gets wrong most easily (empty t
 empty content, more than four `cache_control` marks, a `tool_use` without its `tool_result`,
 structured outputs together with citations) and answers those with a 400.
 
+Current models behave as documented for the Claude 5 generation: `THINKING_MODELS` think by
+default (each reply starts with a `thinking` block, display omitted, that must be passed back
+before a `tool_result`) and reject sampling parameters; `NO_FORCED_TOOL_MODELS` answer a forced
+`tool_choice` (`tool` or `any`) or `thinking: disabled` with a 400 and return the text they
+write before a tool call as a `thinking` block, not as text.
+
 Prompt caching is emulated: a prefix (tools, then system, then message blocks) ending at a block
 marked `cache_control` is written to the cache when it is long enough (`min_cache_tokens`);
 a later request whose prefix matches an entry reads it (looking back up to 20 blocks from each
@@ -45,13 +51,21 @@ from aiohttp import web
 
 DEFAULT_API_KEY = "sk-ant-fake-0123456789abcdef"
 DEFAULT_MODELS = (
-    "claude-sonnet-4-5",
-    "claude-sonnet-4-5-20250929",
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
+    "claude-haiku-5-5",
+    "claude-sonnet-5",
+    "claude-opus-5",
+    "claude-fable-5-1",
+    "claude-sonnet-4-6",
     "claude-haiku-4-5",
     "claude-haiku-4-5-20251001",
-    "claude-opus-4-5",
-    "claude-opus-4-5-20251101",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
 )
+THINKING_MODELS = ("claude-sonnet-5", "claude-opus-5", "claude-haiku-5", "claude-fable-5", "claude-mythos-5")
+NO_FORCED_TOOL_MODELS = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5")
+DEPRECATED = {"claude-sonnet-4-5": "2026-11-30T00:00:00Z", "claude-sonnet-4-5-20250929": "2026-11-30T00:00:00Z"}
 SECRET_HEADERS = {"x-api-key", "authorization"}
 LOOKBACK_BLOCKS = 20
 MAX_CACHE_MARKS = 4
@@ -165,12 +179,14 @@ class FakeAnthropic:
     ) -> None:
         self._key_digest = hashlib.sha256(api_key.encode()).digest()
         self.models = list(models)
+        self.retirements: dict[str, str] = {m: d for m, d in DEPRECATED.items() if m in self.models}
         self.first_token_latency = first_token_latency
         self.chunk_delay = chunk_delay
         self.min_cache_tokens = min_cache_tokens
         self.default_reply: Responder = default_reply
         self.requests: list[RecordedRequest] = []
         self.cache: set[str] = set()
+        self.usages: list[dict[str, int]] = []  # the usage reported for each message reply, in order
         self.in_flight = 0
         self._script: list[Reply | Responder] = []
         self._faults: list[Fault] = []
@@ -247,9 +263,7 @@ class FakeAnthropic:
         """The next `times` streamed replies drop the connection after `n_events` SSE events."""
         self._faults.append(Fault("cut", times, after_events=n_events))
 
-    def error_mid_stream(
-        self, after_events: int = 3, *, error_type: str = "overloaded_error", times: int = 1
-    ) -> None:
+    def error_mid_stream(self, after_events: int = 3, *, error_type: str = "overloaded_error", times: int = 1) -> None:
         """The next `times` streamed replies send an SSE `error` event after `after_events` events."""
         self._faults.append(Fault("sse_error", times, error_type=error_type, after_events=after_events))
 
@@ -264,6 +278,7 @@ class FakeAnthropic:
         self._script.clear()
         self._faults.clear()
         self.requests.clear()
+        self.usages.clear()
         self.cache.clear()
 
     @property
@@ -324,9 +339,7 @@ class FakeAnthropic:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             candidates.append(auth[7:])
-        return any(
-            c and hmac.compare_digest(hashlib.sha256(c.encode()).digest(), self._key_digest) for c in candidates
-        )
+        return any(c and hmac.compare_digest(hashlib.sha256(c.encode()).digest(), self._key_digest) for c in candidates)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)
@@ -334,15 +347,14 @@ class FakeAnthropic:
             body = self._check(record)
             fault = self._next_fault()
             if fault is not None and fault.kind == "status":
-                return _error_response(
-                    fault.status, fault.error_type, fault.message, retry_after=fault.retry_after
-                )
+                return _error_response(fault.status, fault.error_type, fault.message, retry_after=fault.retry_after)
             reply = self._next_reply(body, consume=fault is None)
             message = build_message(body, reply, next(self._ids))
             usage = self._usage(body, message, reply)
         except ScriptedError as exc:
             return _error_response(exc.status, exc.error_type, exc.message)
         message["usage"] = usage
+        self.usages.append(usage)
         self.in_flight += 1
         try:
             if body.get("stream"):
@@ -373,7 +385,7 @@ class FakeAnthropic:
         elif before in ids:
             ids = ids[: ids.index(before)][-limit:]
         page, more = ids[:limit], len(ids) > limit
-        data = [_model_info(m) for m in page]
+        data = [_model_info(m, self.retirements.get(m)) for m in page]
         return web.json_response(
             {
                 "data": data,
@@ -390,7 +402,7 @@ class FakeAnthropic:
         model_id = request.match_info["model_id"]
         if model_id not in self.models:
             return _error_response(404, "not_found_error", f"model: {model_id}")
-        return web.json_response(_model_info(model_id))
+        return web.json_response(_model_info(model_id, self.retirements.get(model_id)))
 
     # -- replies -------------------------------------------------------------------------
     def _next_fault(self) -> Fault | None:
@@ -427,6 +439,8 @@ class FakeAnthropic:
         if model not in self.models:
             raise ScriptedError(404, "not_found_error", f"model: {model}")
         validate_messages_body(body)
+        if not count_only:
+            validate_for_model(body)
         return body
 
     def _usage(self, body: Body, message: Body, reply: Reply) -> dict[str, int]:
@@ -503,7 +517,7 @@ class FakeAnthropic:
                     await response.write(_sse("error", err))
                     await response.write_eof()
                     return response
-            if name == "content_block_start" and not waited:
+            if name == "content_block_start" and not waited and data["content_block"]["type"] != "thinking":
                 await self._first_token_wait(reply)
                 waited = True
             elif name == "content_block_delta" and chunk_delay > 0:
@@ -550,15 +564,20 @@ def _error_response(status: int, error_type: str, message: str, *, retry_after: 
     return web.json_response(body, status=status, headers=headers)
 
 
-def _model_info(model_id: str) -> Body:
-    family = next((f for f in ("opus", "sonnet", "haiku") if f in model_id), "claude")
-    return {
+def _model_info(model_id: str, retires_at: str | None = None) -> Body:
+    family = next((f for f in ("opus", "sonnet", "haiku", "fable") if f in model_id), "claude")
+    info: Body = {
         "type": "model",
         "id": model_id,
         "display_name": f"Claude {family.title()} (fake)",
         "created_at": "2025-09-29T00:00:00Z",
         "lifecycle": "active",
+        "deprecated_at": None,
+        "retires_at": None,
     }
+    if retires_at:
+        info.update(lifecycle="deprecated", deprecated_at="2026-09-28T00:00:00Z", retires_at=retires_at)
+    return info
 
 
 def stream_events(message: Body, chunk_chars: int = 24) -> list[tuple[str, Body]]:
@@ -572,16 +591,30 @@ def stream_events(message: Body, chunk_chars: int = 24) -> list[tuple[str, Body]
             opening: Body = {"type": "text", "text": ""}
             if block.get("citations"):
                 opening["citations"] = []
-            events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}))
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+            )
             for citation in block.get("citations") or []:
                 delta = {"type": "citations_delta", "citation": citation}
                 events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
             for piece in _chunks(block["text"], chunk_chars):
                 delta = {"type": "text_delta", "text": piece}
                 events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        elif block["type"] == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+            )
+            if block["thinking"]:
+                delta = {"type": "thinking_delta", "thinking": block["thinking"]}
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         elif block["type"] == "tool_use":
             opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}))
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+            )
             raw = block.get("_raw_json") or json.dumps(block["input"])
             for piece in [""] + _chunks(raw, chunk_chars * 2):
                 delta = {"type": "input_json_delta", "partial_json": piece}
@@ -613,13 +646,25 @@ def build_message(body: Body, reply: Reply, n: int) -> Body:
     tools = reply.tool_use if isinstance(reply.tool_use, list) else [reply.tool_use] if reply.tool_use else []
     for i, tool in enumerate(tools):
         call = tool if isinstance(tool, ToolUse) else ToolUse(**tool)
-        block = {"type": "tool_use", "id": call.id or f"toolu_fake_{n}_{i}", "name": call.name, "input": call.input or {}}
+        block = {
+            "type": "tool_use",
+            "id": call.id or f"toolu_fake_{n}_{i}",
+            "name": call.name,
+            "input": call.input or {},
+        }
         if call.raw_json is not None:
             block["_raw_json"] = call.raw_json
             with contextlib.suppress(ValueError):
                 block["input"] = json.loads(call.raw_json)
         content.append(block)
-    if not content:
+    model = body["model"]
+    if rejects_forced_tools(model) and tools:
+        first_tool = next(i for i, b in enumerate(content) if b["type"] == "tool_use")
+        for i in range(first_tool):  # text before a tool call comes back as (omitted) thinking
+            content[i] = {"type": "thinking", "thinking": "", "signature": f"fake-sig-{n}-{i}"}
+    if thinks_by_default(model):
+        content.insert(0, {"type": "thinking", "thinking": "", "signature": f"fake-sig-{n}"})
+    if not any(b["type"] != "thinking" for b in content):
         content.append({"type": "text", "text": "…"})
     stop = reply.stop_reason or ("tool_use" if tools else "end_turn")
     message = {
@@ -635,6 +680,49 @@ def build_message(body: Body, reply: Reply, n: int) -> Body:
         for block in content:
             block.pop("_raw_json", None)
     return message
+
+
+def thinks_by_default(model: str) -> bool:
+    return model.startswith(THINKING_MODELS)
+
+
+def rejects_forced_tools(model: str) -> bool:
+    return model.startswith(NO_FORCED_TOOL_MODELS)
+
+
+def validate_for_model(body: Body) -> None:
+    """The 400s of the Claude 5 generation: forced tools, disabled thinking, sampling, lost thinking."""
+    model = body["model"]
+    choice = (body.get("tool_choice") or {}).get("type")
+    if rejects_forced_tools(model):
+        if choice in ("tool", "any"):
+            raise ScriptedError(
+                400,
+                "invalid_request_error",
+                f"tool_choice.type: {choice!r} is not supported on {model}; use auto or none",
+            )
+        if (body.get("thinking") or {}).get("type") == "disabled":
+            raise ScriptedError(
+                400, "invalid_request_error", "thinking.type: 'disabled' is not supported; use between_tools"
+            )
+    if not thinks_by_default(model):
+        return
+    for name in ("temperature", "top_p", "top_k"):
+        if name in body:
+            raise ScriptedError(400, "invalid_request_error", f"{name}: only the default value is supported on {model}")
+    messages = body.get("messages", [])
+    for i, message in enumerate(messages[1:], 1):
+        blocks = _content_blocks(message)
+        if not any(b.get("type") == "tool_result" for b in blocks):
+            continue
+        previous = _content_blocks(messages[i - 1])
+        if previous and previous[0].get("type") not in ("thinking", "redacted_thinking"):
+            raise ScriptedError(
+                400,
+                "invalid_request_error",
+                f"messages.{i - 1}.content.0.type: expected `thinking` or `redacted_thinking` before tool use "
+                "(pass thinking blocks back unchanged)",
+            )
 
 
 def _resolve_citation(cite: Cite | str, results: list[Body]) -> Body:
@@ -723,7 +811,9 @@ def validate_messages_body(body: Body) -> None:
     if not isinstance(messages, list) or not messages:
         raise ScriptedError(400, "invalid_request_error", "messages: at least one message is required")
     marks = 0
-    for spot in itertools.chain(body.get("tools") or [], [] if isinstance(body.get("system"), str) else body.get("system") or []):
+    for spot in itertools.chain(
+        body.get("tools") or [], [] if isinstance(body.get("system"), str) else body.get("system") or []
+    ):
         marks += bool(isinstance(spot, dict) and spot.get("cache_control"))
         if isinstance(spot, dict) and spot.get("type") == "text" and not str(spot.get("text", "")).strip():
             raise ScriptedError(400, "invalid_request_error", "system: text content blocks must be non-empty")
@@ -749,7 +839,9 @@ def validate_messages_body(body: Body) -> None:
             if kind == "search_result":
                 if not block.get("source") or not block.get("content"):
                     raise ScriptedError(
-                        400, "invalid_request_error", f"messages.{i}.content.{j}: search_result needs source and content"
+                        400,
+                        "invalid_request_error",
+                        f"messages.{i}.content.{j}: search_result needs source and content",
                     )
                 citations_on = citations_on or bool((block.get("citations") or {}).get("enabled"))
             if kind == "tool_use":

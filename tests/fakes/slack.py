@@ -116,7 +116,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -196,7 +196,7 @@ class Call:
 
     method: str
     args: dict[str, Any]
-    token: str | None
+    token: str | None = field(repr=False)  # fake tokens, but keep the habit: no secrets in test output
     at: float
     http_verb: str = "POST"
     status: int = 200
@@ -799,7 +799,10 @@ class FakeSlack:
         if request.method == "POST" and request.can_read_body:
             content_type = request.content_type
             if content_type == "application/json":
-                body = await request.json()
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    raise _ApiError("invalid_json") from exc
                 if isinstance(body, dict):
                     args.update(body)
             else:
@@ -818,7 +821,10 @@ class FakeSlack:
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args = await self._read_args(request)
+        try:
+            args = await self._read_args(request)
+        except _ApiError as exc:
+            return web.json_response({"ok": False, "error": exc.error})
         token: str | None = None
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
@@ -1439,7 +1445,7 @@ class FakeSlack:
 
     # ---------------------------------------------------------------- echoes of the bot's own messages
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
