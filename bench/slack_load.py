@@ -80,8 +80,14 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
     if transport == "socket":
         env["SLACK_APP_TOKEN"] = slack.app_token
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", env=env, stdout=asyncio.subprocess.DEVNULL,
-        stderr=(tmp / "bot.log").open("wb"), cwd=str(tmp),
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=(tmp / "bot.log").open("wb"),
+        cwd=str(tmp),
     )
     try:
         async with aiohttp.ClientSession() as session:
@@ -106,8 +112,9 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
                 sent_at[parent.ts] = time.monotonic()
                 if transport == "http":
                     started = time.monotonic()
-                    status, _ = await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload,
-                                                 session=session)
+                    status, _ = await post_event(
+                        f"http://127.0.0.1:{port}", slack.signing_secret, payload, session=session
+                    )
                     assert status == 200, status
                     acks.append(time.monotonic() - started)
                 else:

@@ -69,7 +69,8 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
         click.echo(full[len(shown) :], nl=False)
         shown = full
 
-    answer = await Architect(settings).respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
+    async with Architect(settings) as architect:
+        answer = await architect.respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
     click.echo(answer.text[len(shown) :] if shown and answer.text.startswith(shown) else answer.text)
     if answer.questions and answer.kind == "clarify":
         for i, q in enumerate(answer.questions, 1):

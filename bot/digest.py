@@ -554,8 +554,10 @@ async def collect_digest(
             topics, decisions, open_questions, gap_items = select()
         for key, t in threads.items():
             t.permalink = links.get(key)
-        for item in (*decisions, *open_questions, *gap_items):
+        for item in decisions + open_questions:
             item.permalink = links.get(item.key) if item.key else None
+        for gap in gap_items:
+            gap.permalink = links.get(gap.key) if gap.key else None
 
     data.topics, data.decisions, data.open_questions, data.gaps = topics, decisions, open_questions, gap_items
 
@@ -643,9 +645,9 @@ def build_anthropic_client(settings: Settings) -> Any:
     """The architect's client builder when it exists; otherwise the same options, built here."""
     try:
         from bot.architect import build_anthropic_client as build
-    except ImportError:
-        build = None
-    if build is not None:
+    except ImportError:  # the architect package is optional here: build the same client ourselves
+        pass
+    else:
         return build(settings)
     import anthropic
 
@@ -858,11 +860,13 @@ def _fallback(text: str) -> str:
 def render_slack_messages(data: DigestData) -> list[SlackMessage]:
     """The digest as Slack messages: one when it fits, else a parent and its thread replies."""
     head = title(data)
-    header = {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}}
+    header: dict[str, Any] = {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}}
     sections = build_sections(data)
     footer_text = build_footer(data)
-    footer = [{"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text[:3000]}]}] if footer_text else []
-    empty = (
+    footer: list[dict[str, Any]] = (
+        [{"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text[:3000]}]}] if footer_text else []
+    )
+    empty: list[dict[str, Any]] = (
         [{"type": "section", "text": {"type": "mrkdwn", "text": "No architecture questions in this period."}}]
         if data.empty
         else []
@@ -870,14 +874,14 @@ def render_slack_messages(data: DigestData) -> list[SlackMessage]:
     n = data.numbers
     summary_line = f"{head}: {n.questions} questions, {len(data.gaps)} knowledge gaps"
 
-    every = [header, *empty]
+    every: list[dict[str, Any]] = [header, *empty]
     for s in sections:
         every += _section_blocks(s)
     every += footer
     if len(every) <= MAX_BLOCKS and _size(every) <= MESSAGE_CHARS:
         return [SlackMessage(text=_fallback(summary_line), blocks=every)]
 
-    parent = [header, *empty]
+    parent: list[dict[str, Any]] = [header, *empty]
     for s in sections:
         if not s.detail:
             parent += _section_blocks(s)

@@ -50,8 +50,11 @@ MANIFEST_SCOPES = (
     "chat:write",
     "commands",
     "groups:history",
+    "groups:read",
     "im:history",
+    "im:read",
     "im:write",
+    "mpim:read",
     "reactions:write",
     "users:read",
 )
@@ -294,7 +297,7 @@ async def _check_digest_channel(client: Any, channel: str) -> Check:
         needed = str(exc.response.get("needed") or "")
         if code == "missing_scope" and needed != "groups:read":
             return warn("digest channel", f"{channel} not checked: the token lacks {needed or 'a scope'}")
-        if code == "missing_scope":  # a private channel: reading it needs groups:read, which archbot doesn't ask for
+        if code == "missing_scope":  # a private channel read without groups:read (an install from an older manifest)
             return warn(
                 "digest channel",
                 f"{channel} could not be checked (a private channel?)",
@@ -313,6 +316,12 @@ async def _check_digest_channel(client: Any, channel: str) -> Check:
         return fail("digest channel", f"{name} is archived", "pick another channel for ARCHBOT_DIGEST_CHANNEL.")
     if data.get("is_member") is False:
         return warn("digest channel", f"the bot is not in {name}", f"invite it: /invite @archbot in {name}.")
+    if data.get("is_private"):
+        return warn(
+            "digest channel",
+            f"{name} is a private channel: only its members will see the digest",
+            "use a public channel for ARCHBOT_DIGEST_CHANNEL if the whole team should read it.",
+        )
     return ok("digest channel", f"{name}")
 
 

@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -32,6 +32,7 @@ from bot.config import Settings
 from bot.errors import ModelError, SlackPostError
 from bot.metrics import Metrics
 from bot.slack import render
+from bot.slack.assistant import THINKING_STATUS, set_status
 from bot.slack.context import (
     BotIdentity,
     NameResolver,
@@ -40,13 +41,12 @@ from bot.slack.context import (
     fetch_replies,
     resolve_channel_type,
 )
-from bot.slack.post import ReplyPoster, add_reaction, post_message, remove_reaction
+from bot.slack.post import WORKING_REACTION, ReplyPoster, add_reaction, post_message, remove_reaction
 from bot.store import MAX_ATTEMPTS, Store
 from bot.types import Answer, Hit, Job, Turn
 
 log = logging.getLogger(__name__)
 
-WORKING_REACTION = "eyes"
 LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 30.0
 IDLE_POLL_SECONDS = 2.0  # also picks up jobs whose lease expired
@@ -69,7 +69,7 @@ class Responder(Protocol):
         turns: list[Turn],
         hits: list[Hit],
         on_text: Callable[[str], Awaitable[None]] | None = None,
-        mode: str = "chat",
+        mode: Literal["chat", "review"] = "chat",
     ) -> Answer: ...
 
 
@@ -246,7 +246,10 @@ class JobRunner:
         if job.channel_type in ("unknown", "command"):
             job.channel_type = await resolve_channel_type(self.client, job.channel)
         if job.kind != "review":
+            # Normally added at enqueue already; after a restart the job may be all that is left.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+        if job.channel_type == "im":
+            await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status=THINKING_STATUS)
         try:
             turns = await self._turns(job, question)
             query = build_search_query(turns, question)
@@ -295,6 +298,8 @@ class JobRunner:
         finally:
             if job.kind != "review":
                 await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+            if job.channel_type == "im":
+                await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status="")
 
     def _poster(self, job: Job) -> ReplyPoster:
         async def remember(ts: str) -> None:

@@ -5,9 +5,12 @@ Assertions are on what the model was sent (the fake's request log) and on the An
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import pytest
@@ -17,7 +20,7 @@ from bot.architect.prompt import PASSAGE_MAX_CHARS, build_search_results, clean_
 from bot.config import Settings
 from bot.errors import ConfigError, ModelError
 from bot.types import Hit, Turn, Usage
-from tests.fakes.anthropic import DEFAULT_API_KEY, Cite, FakeAnthropic, Segment, ToolUse
+from tests.fakes.anthropic import DEFAULT_API_KEY, Cite, FakeAnthropic, Segment, ToolUse, search_results
 from tests.fakes.anthropic import Reply as Scripted
 
 MODEL = "claude-sonnet-5-5"  # the current Sonnet: thinks by default, refuses forced tool_choice
@@ -110,7 +113,7 @@ async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthr
     assert answer.kind == "answer"
     assert answer.text == body.strip()
     assert len(shown) > 3
-    assert all(b.startswith(a) for a, b in zip(shown, shown[1:], strict=False))  # growing, never deltas
+    assert all(b.startswith(a) for a, b in itertools.pairwise(shown))  # growing, never deltas
     assert shown[-1].strip() == answer.text
     assert answer.topic == "event delivery" and answer.confidence == "high"
     assert answer.model == MODEL
@@ -216,7 +219,7 @@ async def test_just_answer_is_passed_to_the_model_and_assumptions_recorded(
     body = fake.message_requests[0].body
     assert body is not None
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-    assert body["messages"][1]["content"].startswith("1. How many events")
+    assert all_text(body["messages"][1]["content"]).startswith("1. How many events")
     last = all_text(body["messages"][-1]["content"])
     assert "just answer please" in last
     assert architect.prompts.notes["just_answer"] in last  # the explicit signal
@@ -279,7 +282,7 @@ async def test_invalid_record_is_asked_once_more(fake: FakeAnthropic, architect:
     assert answer.kind == "answer" and answer.topic == "outbox"
     assert answer.text == "Use an outbox."
     assert [c.path for c in answer.citations] == [HITS[1].path]
-    first, second, third = (r.body for r in fake.message_requests)
+    _first, second, third = (r.body for r in fake.message_requests)
     assert third is not None and second is not None
     assert third["tool_choice"] == {"type": "auto"}
     assert third["messages"][: len(second["messages"])] == second["messages"]
@@ -401,9 +404,10 @@ async def test_stream_cut_every_time_gives_up(fake: FakeAnthropic, architect: Ar
 
 async def test_invalid_request_error_event_is_not_restarted(fake: FakeAnthropic, architect: Architect) -> None:
     fake.error_mid_stream(after_events=3, error_type="invalid_request_error")
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError) as caught:
         await architect.respond(turns=user("q?"), hits=HITS)
     assert len(fake.message_requests) == 1
+    assert not caught.value.retryable and "invalid_request_error" in str(caught.value)
 
 
 async def test_unknown_model_is_a_clear_error(fake: FakeAnthropic, tmp_path: Path) -> None:
@@ -447,6 +451,27 @@ async def test_stable_prefix_is_cached_and_read_from_the_second_question(
     assert second.usage.cost_usd < first.usage.cost_usd
 
 
+async def test_thread_history_is_cached_for_the_next_follow_up(fake: FakeAnthropic, architect: Architect) -> None:
+    long_answer = "An earlier, long answer about retries and dead-letter queues. " * 80
+    turns = [Turn("user", "How do we retry?"), Turn("assistant", long_answer), Turn("user", "And the DLQ?")]
+    await architect.respond(turns=turns, hits=HITS)
+    await architect.respond(
+        turns=[*turns, Turn("assistant", "Drain it daily."), Turn("user", "Who owns it?")], hits=HITS
+    )
+    answer_1, record_1, answer_2, _ = (r.body for r in fake.message_requests)
+    assert answer_1 is not None and record_1 is not None and answer_2 is not None
+    assert answer_1["messages"][-2]["content"][-1]["cache_control"] == {"type": "ephemeral"}  # end of the history
+    assert not [
+        b for m in record_1["messages"] if isinstance(m["content"], list) for b in m["content"] if "cache_control" in b
+    ]
+    assert answer_2["messages"][-2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    written_1 = fake.usages[0]["cache_creation_input_tokens"]  # the stable prefix and the thread so far
+    system_only = fake.usages[1]["cache_read_input_tokens"]  # the record request differs in tool_choice
+    assert written_1 > system_only > 1024
+    assert fake.usages[2]["cache_read_input_tokens"] == written_1  # the next follow-up reads the earlier thread
+    assert fake.usages[2]["cache_creation_input_tokens"] > 0  # and writes the newer turns
+
+
 async def test_turns_are_cleaned_before_sending(fake: FakeAnthropic, architect: Architect) -> None:
     turns = [
         Turn("assistant", "Here is the review of the proposal."),
@@ -459,7 +484,7 @@ async def test_turns_are_cleaned_before_sending(fake: FakeAnthropic, architect: 
     await architect.respond(turns=turns, hits=HITS)
     messages = fake.message_requests[0].body["messages"]  # type: ignore[index]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
-    assert messages[1]["content"] == "Here is the review of the proposal."
+    assert all_text(messages[1]["content"]) == "Here is the review of the proposal."
     assert "Alice: what about retries?\n\nBob: and timeouts?\n\nAlice: also the DLQ" in all_text(messages[2]["content"])
 
 
@@ -528,6 +553,8 @@ async def test_check_model(fake: FakeAnthropic, settings: Settings, tmp_path: Pa
     assert not ok and "401" in message and "sk-ant-nope" not in message
     ok, message = await check_model(make_settings(fake.base_url, tmp_path, anthropic_api_key=None))
     assert ok and "retrieval-only" in message
+    ok, message = await check_model(make_settings(fake.base_url, tmp_path, model="claude-sonnet-4-5"))
+    assert ok and "deprecated" in message and "2026-11-30" in message
 
 
 def test_build_anthropic_client(settings: Settings, tmp_path: Path) -> None:
@@ -566,3 +593,39 @@ def test_sdk_error_classes_still_exist() -> None:
     # the retry logic depends on these names; fail loudly if an SDK upgrade renames them
     assert issubclass(anthropic.OverloadedError, anthropic.APIStatusError)
     assert issubclass(anthropic.APITimeoutError, anthropic.APIConnectionError)
+
+
+# -- end to end with the real index -------------------------------------------------------
+async def test_conflicting_docs_from_the_real_index(fake: FakeAnthropic, tmp_path: Path) -> None:
+    docs = tmp_path / "team-docs"
+    (docs / "deploy").mkdir(parents=True)
+    (docs / "ops").mkdir()
+    (docs / "deploy" / "ports.md").write_text(
+        "# Device ports\n\n## ADB range\n\nCloud phone ADB ports are allocated from the range 5555-5655.\n"
+    )
+    (docs / "ops" / "network.md").write_text(
+        "# Network\n\n## ADB range\n\nADB ports for cloud phone devices come from the range 40000-40999.\n"
+    )
+    from bot.retrieval import Searcher, index_sources
+
+    settings = make_settings(fake.base_url, tmp_path, docs=[docs])
+    await asyncio.to_thread(index_sources, settings)
+    hits = Searcher(settings.db_path).search("Which ADB port range do cloud phone devices use?", k=4)
+    assert {h.path for h in hits} >= {"deploy/ports.md", "ops/network.md"}
+
+    def cite_both(body: dict[str, Any]) -> Scripted:
+        sources = [r["source"] for r in search_results(body) if "ADB" in r["content"][0]["text"]]
+        return Scripted(
+            text=[Segment("One doc says 5555-5655 ", [sources[0]]), Segment("and another 40000-40999.", [sources[1]])]
+        )
+
+    def record_conflict(body: dict[str, Any]) -> Scripted:
+        sources = [r["source"] for r in search_results(body) if "ADB" in r["content"][0]["text"]]
+        return Scripted(tool_use=record(conflicts=[{"summary": "ADB port range", "sources": sources[:2]}]))
+
+    fake.script(cite_both, record_conflict)
+    async with Architect(settings, backoff=0.01) as arch:
+        answer = await arch.respond(turns=user("Which ADB port range do cloud phone devices use?"), hits=hits)
+    assert {c.path for c in answer.citations} == {"deploy/ports.md", "ops/network.md"}
+    assert all(c.source == "team-docs" for c in answer.citations)
+    assert "deploy/ports.md" in answer.conflicts[0] and "ops/network.md" in answer.conflicts[0]

@@ -17,13 +17,24 @@ def test_clean_text_strips_bot_mention_and_unescapes() -> None:
 async def test_roles_speakers_and_merging() -> None:
     messages = [
         {"ts": "1.0", "user": "U1", "text": "<@UBOT> how do events reach notifications?"},
-        {"ts": "2.0", "user": "UBOT", "bot_id": "BBOT", "text": "fallback", "blocks": [{"type": "markdown", "text": "Use RabbitMQ."}]},
+        {
+            "ts": "2.0",
+            "user": "UBOT",
+            "bot_id": "BBOT",
+            "text": "fallback",
+            "blocks": [{"type": "markdown", "text": "Use RabbitMQ."}],
+        },
         {"ts": "3.0", "user": "U2", "text": "what about retries?"},
         {"ts": "4.0", "user": "U1", "text": "and ordering?"},
         {"ts": "5.0", "user": "U3", "text": "a later message"},
     ]
     turns = await build_turns(
-        messages, bot=BOT, names=None, budget_tokens=5000, question_ts="4.0", question_text="and ordering?",
+        messages,
+        bot=BOT,
+        names=None,
+        budget_tokens=5000,
+        question_ts="4.0",
+        question_text="and ordering?",
         question_user="U1",
     )
     assert [t.role for t in turns] == ["user", "assistant", "user"]
@@ -34,7 +45,12 @@ async def test_roles_speakers_and_merging() -> None:
 
 async def test_question_missing_from_history_is_appended() -> None:
     turns = await build_turns(
-        [], bot=BOT, names=None, budget_tokens=1000, question_ts="9.0", question_text="<@UBOT> hi there",
+        [],
+        bot=BOT,
+        names=None,
+        budget_tokens=1000,
+        question_ts="9.0",
+        question_text="<@UBOT> hi there",
         question_user=None,
     )
     assert turns == [Turn(role="user", text="user: hi there")]

@@ -70,6 +70,22 @@ def test_sources_text_tolerates_other_shapes() -> None:
     assert "*adr* — 2 docs" in text
 
 
+def test_sources_text_from_the_searchers_own_report(tmp_path: Path) -> None:
+    from bot.retrieval import Searcher
+
+    settings = Settings(ARCHBOT_DB=str(tmp_path / "ix.db"))
+    index_sources(settings)
+    searcher = Searcher(settings.db_path)
+    try:
+        info = searcher.info()
+    finally:
+        searcher.close()
+    text = build_sources_text(info, now=time.time())
+    assert text.startswith("• *knowledge* — ") and "docs" in text and "passages" in text and "updated" in text
+    assert "empty" not in build_sources_text(info, now=time.time())
+    assert "archbot index" in build_sources_text({"sources": {}, "chunks": 0}, now=NOW)
+
+
 def test_long_questions_are_cut() -> None:
     view = build_home_view(
         settings=Settings(),

@@ -8,8 +8,11 @@ Public interface (knows nothing of Slack; `archbot ask` and the Slack jobs share
 - `build_anthropic_client(settings)` → `anthropic.AsyncAnthropic` configured from Settings only.
 - `check_model(settings, client=None)` → `(ok, message)`: does `ARCHBOT_MODEL` exist?
 
-Modules: `prompt` (pure builders, prompt files), `reply` (the pydantic `Reply` and its tool
-schema), `core` (the call, retries, citations), `pricing` (cost), `client`, `fallback`.
+Each answer is two requests sharing one cached prefix: the streamed, cited answer (no tools),
+then a short request in which the model records the typed facts with the `record_reply` tool
+(see `core` for why). Modules: `prompt` (pure builders, prompt files), `reply` (the pydantic
+`Reply` and its tool schema), `core` (the calls, retries, citations), `pricing` (cost),
+`client` (the SDK client, the model check), `fallback` (retrieval-only answers).
 """
 
 from __future__ import annotations

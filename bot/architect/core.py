@@ -39,6 +39,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import anthropic
@@ -79,7 +80,7 @@ class Architect:
         settings: Settings,
         *,
         client: AsyncAnthropic | None = None,
-        prompts_dir: Any = PROMPTS_DIR,
+        prompts_dir: Path = PROMPTS_DIR,
         backoff: float = 0.5,
     ) -> None:
         self.settings = settings
@@ -92,6 +93,12 @@ class Architect:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def __aenter__(self) -> Architect:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- the one entry point ---------------------------------------------------------------
     async def respond(
@@ -118,6 +125,8 @@ class Architect:
         started = time.monotonic()
         message = await self._stream(params, on_text, usage)
         text = visible_text(message)
+        if message.stop_reason == "max_tokens":
+            log.warning("answer cut at ARCHBOT_MAX_TOKENS", extra={"max_tokens": self.settings.max_tokens})
         if not text:
             raise ModelError(
                 f"model call failed (no text in the reply, stop reason {message.stop_reason})",
@@ -194,15 +203,14 @@ class Architect:
             what += f": check ARCHBOT_MODEL ({self.settings.model})"
         where = f"after {attempts} attempt{'s' if attempts > 1 else ''}" if mid_stream else ""
         message = self._redact(" ".join(p for p in ("model call failed", where, f"({what})") if p))
-        retryable = mid_stream or status in (408, 409, 429) or (status is not None and status >= 500) or status is None
-        return ModelError(message, status=status, retryable=retryable)
+        return ModelError(message, status=status, retryable=_worth_retrying_later(exc))
 
     # -- the record: typed facts about the answer, asked for after it ------------------------
     async def _record(self, params: dict[str, Any], answer: Any, usage: Usage) -> Reply | None:
         """The validated `Reply` for the answer just streamed, asking at most twice; None if it fails."""
         notes = self.prompts.notes
         messages = [
-            *params["messages"],
+            *without_cache_marks(params["messages"]),  # tool_choice differs: its message cache would go unread
             {"role": "assistant", "content": assistant_blocks(answer, with_tools=False)},
             {"role": "user", "content": notes["record"]},
         ]
@@ -230,6 +238,17 @@ class Architect:
         if reply is None:
             log.warning("record_reply invalid twice; keeping the plain answer", extra={"problem": problem})
         return reply
+
+
+def without_cache_marks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of `messages` without `cache_control` marks (the originals are left as they are)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+        out.append({**message, "content": content})
+    return out
 
 
 def assistant_blocks(message: Any, *, with_tools: bool = True) -> list[dict[str, Any]]:
@@ -359,6 +378,17 @@ def _mid_stream_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, anthropic.APIStatusError) and exc.status_code == 200:  # SSE error event
         return _error_type(exc) in RETRYABLE_STREAM_ERRORS
+    return False
+
+
+def _worth_retrying_later(exc: BaseException) -> bool:
+    """Could the same request succeed later (overload, rate limit, outage), as opposed to a bad request?"""
+    if isinstance(exc, httpx2.TransportError | anthropic.APIConnectionError):
+        return True
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code == 200:
+            return _error_type(exc) in RETRYABLE_STREAM_ERRORS
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return False
 
 

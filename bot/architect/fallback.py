@@ -14,8 +14,8 @@ EXCERPT_CHARS = 280
 
 
 def _excerpt(hit: Hit) -> str:
-    text = " ".join((hit.snippet or hit.text or "").split())
-    text = re.sub(r"[#>*`]+\s*", "", text) if not hit.snippet else text
+    text = hit.snippet or re.sub(r"[#>*`|]+", " ", hit.text or "")  # the snippet is clean already
+    text = " ".join(text.split())
     if len(text) > EXCERPT_CHARS:
         text = text[:EXCERPT_CHARS].rsplit(" ", 1)[0] + " …"
     return text

@@ -3,8 +3,10 @@
 The request is laid out for prompt caching. The stable prefix comes first and is identical for
 every question of every user: the `record_reply` tool, then the system prompt (the architect's
 method, the review method, the team profile), with one `cache_control` mark on its last block.
-After the mark come the parts that change: the thread's turns and, in the last user turn, the
-retrieved passages as `search_result` blocks (citations on), short notes, and the question.
+After the mark come the parts that change: the thread's earlier turns (a second mark on the
+last of them, so a long thread is read from the cache by its next follow-up) and, in the last
+user turn, the retrieved passages as `search_result` blocks (citations on), short notes, and
+the question. Passages are not marked: they change with every question.
 
 Prompt files are markdown under `prompts/`; each starts with an HTML comment carrying
 `version: N`, recorded in logs so an answer can be traced to the prompt that produced it.
@@ -218,6 +220,9 @@ def build_messages(
     """The messages array: earlier turns as plain text, the last user turn with passages and notes."""
     clean = clean_turns(turns)
     messages: list[dict[str, Any]] = [{"role": t.role, "content": t.text} for t in clean[:-1]]
+    if messages:  # the thread so far: cached, so each follow-up pays full price only for the newest turns
+        last_earlier = messages[-1]
+        last_earlier["content"] = [{"type": "text", "text": last_earlier["content"], "cache_control": CACHE_MARK}]
     guidance = [notes["passages"] if results else notes["no_passages"]]
     if mode == "review":
         guidance.append(notes["review"])

@@ -10,10 +10,11 @@ asked; on top of that, each candidate channel is checked with `conversations.inf
 (`channels:read`) and dropped unless Slack says it is a public, non-archived channel. Any
 doubt (an error, an unknown channel) drops the question: the list fails closed.
 
-`index_info` is what the retrieval side reports about the index, read defensively:
-`{"documents": int, "chunks": int, "indexed_at": float | None, "sources": [{"source": str,
-"documents": int, "chunks": int, "indexed_at": float | None}, ...]}` (missing keys are fine;
-`files`/`docs` are accepted for `documents`, `name` for `source`). None: not indexed.
+`index_info` is what the retrieval side reports about the index, read defensively: either
+`bot.retrieval.Searcher.info()` (`{"sources": {name: {"files", "chunks", "indexed_at"}},
+"chunks": int}`) or `bot.stats.index_summary()` (`{"documents", "chunks", "indexed_at",
+"sources": [{"source", "documents", "chunks", "indexed_at"}, ...]}`); missing keys are fine,
+`files`/`docs` count as `documents` and `name` as `source`. None: not indexed.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def build_sources_text(index_info: dict[str, Any] | None, *, now: float) -> str:
     if not index_info:
         return "Nothing indexed yet. Whoever runs archbot can build the index with `archbot index`."
     lines = []
-    sources = [s for s in index_info.get("sources") or [] if isinstance(s, dict)]
+    raw = index_info.get("sources") or []
+    if isinstance(raw, dict):  # {name: {...}}, as `Searcher.info()` reports it
+        raw = [{"source": name, **value} for name, value in raw.items() if isinstance(value, dict)]
+    sources = [s for s in raw if isinstance(s, dict)]
     for source in sources[:MAX_SOURCES]:
         name = str(source.get("source") or source.get("name") or "docs")
         docs = _int(source, "documents", "files", "docs")

@@ -14,6 +14,7 @@ redeliveries insert one job. Every subscribed event has a listener, so each one 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.app import Deps
+from bot.slack.post import WORKING_REACTION, add_reaction
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,18 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         metrics.ack_seconds.observe(time.perf_counter() - started)
         return result
 
-    def enqueue(question: Question, event_id: str | None) -> None:
+    pending_reactions: set[asyncio.Task[None]] = set()
+
+    def show_working(client: AsyncWebClient, question: Question) -> None:
+        """The visible sign of work, at once even when the job waits for a free worker. Runs after
+        the ack path returns (a task), so Slack's latency never delays the ack."""
+        task = asyncio.create_task(
+            add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
+        )
+        pending_reactions.add(task)
+        task.add_done_callback(pending_reactions.discard)
+
+    def enqueue(question: Question, event_id: str | None, client: AsyncWebClient) -> None:
         job_id = store.enqueue(
             kind=question.kind,
             channel=question.channel,
@@ -133,6 +146,7 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
             return
         metrics.queue_depth.inc()
+        show_working(client, question)
         log.info(
             "job queued",
             extra={
@@ -144,7 +158,9 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         )
         deps.wake.set()
 
-    async def handle(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, event_type: str) -> None:
+    async def handle(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, event_type: str, client: AsyncWebClient
+    ) -> None:
         question, reason = classify_message(
             event,
             bot_user_id=context.bot_user_id,
@@ -156,15 +172,19 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             return
         if question.team is None and context.team_id:
             question = Question(**{**question.__dict__, "team": context.team_id})
-        enqueue(question, body.get("event_id"))
+        enqueue(question, body.get("event_id"), client)
 
     @app.event("app_mention")
-    async def on_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        await handle(body, event, context, "app_mention")
+    async def on_mention(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
+    ) -> None:
+        await handle(body, event, context, "app_mention", client)
 
     @app.event("message")
-    async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        await handle(body, event, context, "message")
+    async def on_message(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
+    ) -> None:
+        await handle(body, event, context, "message", client)
 
     @app.event("app_home_opened")
     async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -172,9 +192,10 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             return
         try:
             from bot.slack.home import publish_home
+            from bot.stats import index_summary
 
             await publish_home(
-                client, user_id=event["user"], settings=deps.settings, store=store, index_info=_index_info(deps)
+                client, user_id=event["user"], settings=deps.settings, store=store, index_info=index_summary(store)
             )
         except Exception:  # cosmetic surface: log, never break the ack
             log.warning("app home publish failed", exc_info=True)
@@ -202,14 +223,3 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
     from bot.slack.interactions import register_interactions
 
     register_interactions(app, deps)
-
-
-def _index_info(deps: Deps) -> dict | None:
-    searcher = deps.searcher
-    info = getattr(searcher, "info", None)
-    if callable(info):
-        try:
-            return info()
-        except Exception:
-            return None
-    return None

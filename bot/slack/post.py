@@ -33,6 +33,7 @@ from bot.slack.render import MARKDOWN_BLOCK_LIMIT, build_fallback_text, build_pr
 
 log = logging.getLogger(__name__)
 
+WORKING_REACTION = "eyes"  # on the question while its job is queued or running
 StreamMode = Literal["auto", "stream", "update"]
 _STREAM_REFUSALS = {
     "message_not_in_streaming_state",

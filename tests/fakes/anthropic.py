@@ -419,10 +419,7 @@ class FakeAnthropic:
 
     def _next_reply(self, body: Body, *, consume: bool) -> Reply:
         """The scripted reply; a faulted attempt peeks, so the retry gets the same reply."""
-        if self._script:
-            item = self._script.pop(0) if consume else self._script[0]
-        else:
-            item = self.default_reply
+        item = (self._script.pop(0) if consume else self._script[0]) if self._script else self.default_reply
         return item(body) if callable(item) else item
 
     def _check(self, record: RecordedRequest, *, count_only: bool = False) -> Body:
@@ -468,7 +465,12 @@ class FakeAnthropic:
         digest = hashlib.sha256(str(body.get("model")).encode())
         running = 0
         marks: list[int] = []
+        # tool_choice and thinking settings only invalidate the cache of message blocks (as documented)
+        message_settings = _canonical({"tool_choice": body.get("tool_choice"), "thinking": body.get("thinking")})
+        first_message = next((i for i, (seg, _) in enumerate(segments) if isinstance(seg, dict) and "role" in seg), -1)
         for i, (segment, tokens) in enumerate(segments):
+            if i == first_message:
+                digest.update(message_settings.encode())
             digest.update(_canonical(segment).encode())
             hashes.append(digest.copy().hexdigest())
             running += tokens
@@ -503,9 +505,8 @@ class FakeAnthropic:
         )
         await response.prepare(request)
         chunk_delay = reply.chunk_delay if reply.chunk_delay is not None else self.chunk_delay
-        sent = 0
         waited = False
-        for name, data in stream_events(message, reply.chunk_chars):
+        for sent, (name, data) in enumerate(stream_events(message, reply.chunk_chars)):
             if fault is not None and sent >= fault.after_events:
                 if fault.kind == "cut":
                     transport = request.transport
@@ -526,7 +527,6 @@ class FakeAnthropic:
                 await response.write(_sse(name, data))
             except (ConnectionResetError, RuntimeError):
                 return response  # the client went away
-            sent += 1
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
@@ -616,7 +616,7 @@ def stream_events(message: Body, chunk_chars: int = 24) -> list[tuple[str, Body]
                 ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
             )
             raw = block.get("_raw_json") or json.dumps(block["input"])
-            for piece in [""] + _chunks(raw, chunk_chars * 2):
+            for piece in ["", *_chunks(raw, chunk_chars * 2)]:
                 delta = {"type": "input_json_delta", "partial_json": piece}
                 events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))

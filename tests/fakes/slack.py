@@ -29,7 +29,8 @@ Server (``FakeSlack``)
 Web API: ``POST|GET /api/<method>``
     - Every call is recorded as ``Call(method, args, token, at, http_verb, status, ok, error,
       failed, response)`` in ``fake.calls``. ``args`` merges query string, form and JSON body;
-      JSON-encoded form fields (``blocks``, ``chunks``, ``metadata``, ``view``, ...) are decoded.
+      JSON-encoded form fields (``blocks``, ``chunks``, ``metadata``, ``view``, ...) are decoded;
+      other query/form values stay strings, as on the wire (``limit="2"``, ``as_user="1"``).
       ``at`` is ``time.monotonic()``. ``failed`` is True for any ``ok: false`` or non-200 answer.
     - ``calls_to(method, *, include_failed=False) -> list[Call]``.
     - ``await wait_for(predicate, timeout=5.0)``: waits until ``predicate(fake)`` is truthy and
@@ -92,7 +93,12 @@ Socket Mode: ``GET /socket`` (the URL apps.connections.open hands out)
     - ``await socket_disconnect(reason="refresh_requested")`` sends ``{"type": "disconnect"}``; the
       slack_sdk client then reconnects. ``await socket_drop()`` closes connections from the server side.
     - ``echo_bot_messages=True`` pushes ``message`` events for the bot's own posts, edits and
-      deletions over Socket Mode, as Slack does (off by default).
+      deletions over Socket Mode, as Slack does (off by default). Bolt acks these but, by default
+      (``ignoring_self_events_enabled``), never dispatches them to listeners.
+    - Bolt's Socket Mode adapter drops ``retry_attempt``/``retry_reason`` before dispatch; a listener
+      sees a redelivery only as the same ``event_id`` again.
+    - Close the Socket Mode handler *before* ``stop()``: a connected client otherwise keeps trying
+      to reconnect to the stopped server (harmless, but noisy in logs).
 
 Payload builders (pure functions, exactly Slack's shapes)
     ``event_callback(event, *, event_id=None, team="T1", api_app_id="A1", bot_user_id="UBOT")``,
