@@ -6,8 +6,10 @@ The bot runs as a real `archbot run` process; the fake Slack and fake model run 
 The model answers after a fixed time to first token, so what is left is the bot's own cost.
 Printed per transport:
 - ack latency p50/p99 (HTTP: the POST round trip; Socket Mode: envelope sent → ack received);
-- bot overhead p50/p99: time from the event to the first visible text in the thread, minus the
-  model's own time to first token;
+- sign of work p50/p99: event sent → the 👀 reaction on the question (added right after enqueue);
+- queue wait p50/p99: event sent → a worker starts the job (ARCHBOT_CONCURRENCY caps model calls);
+- bot overhead p50/p99: job start → first visible text in the thread, minus the model's own time to
+  first token (context fetch, search, prompt building, streaming into Slack);
 - answers per second, and whether every question got exactly one answer;
 - the bot process's peak RSS (VmHWM).
 Targets (issue #3): ack p99 < 50 ms with 40 at once; overhead p50 < 300 ms; 200 → 200 answers.
@@ -79,6 +81,11 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
     )
     if transport == "socket":
         env["SLACK_APP_TOKEN"] = slack.app_token
+    # Build the index first, as the container does, so start-up indexing does not compete with the load.
+    indexer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "index", "--quiet", env=env, cwd=str(tmp)
+    )
+    await indexer.wait()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -136,7 +143,18 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
                     thread = str(call.args.get("thread_ts") or "")
                     if thread in sent_at and thread not in first_visible:
                         first_visible[thread] = call.at
-            overhead = [first_visible[ts] - sent_at[ts] - latency for ts in first_visible]
+            reacted: dict[str, float] = {}
+            for call in slack.calls_to("reactions.add"):
+                reacted.setdefault(str(call.args.get("timestamp")), call.at)
+            # jobs.started_at is wall-clock; the fake's times are monotonic (one clock for all processes).
+            offset = time.time() - time.monotonic()
+            import sqlite3
+
+            with sqlite3.connect(tmp / "archbot.db") as db:
+                started = {ts: at - offset for ts, at in db.execute("SELECT ts, started_at FROM jobs")}
+            sign = [reacted[ts] - sent_at[ts] for ts in sent_at if ts in reacted]
+            queue = [started[ts] - sent_at[ts] for ts in sent_at if ts in started]
+            overhead = [first_visible[ts] - started[ts] - latency for ts in first_visible if ts in started]
             rss = peak_rss_mb(proc.pid or 0)
     finally:
         if proc.returncode is None:
@@ -149,6 +167,10 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
         "n": n,
         "ack_p50_ms": pct(acks, 50) * 1000,
         "ack_p99_ms": pct(acks, 99) * 1000,
+        "sign_p50_ms": pct(sign, 50) * 1000,
+        "sign_p99_ms": pct(sign, 99) * 1000,
+        "queue_p50_ms": pct(queue, 50) * 1000,
+        "queue_p99_ms": pct(queue, 99) * 1000,
         "overhead_p50_ms": pct(overhead, 50) * 1000,
         "overhead_p99_ms": pct(overhead, 99) * 1000,
         "answers_per_s": n / elapsed,
@@ -167,14 +189,16 @@ async def main() -> None:
     args = parser.parse_args()
     transports = ["http", "socket"] if args.transport == "both" else [args.transport]
     print(
-        f"{'transport':<9} {'n':>4} {'ack p50':>8} {'ack p99':>8} {'ovh p50':>8} {'ovh p99':>8} "
-        f"{'ans/s':>6} {'once':>5} {'RSS MB':>7}"
+        f"{'transport':<9} {'n':>4} {'ack p50':>8} {'ack p99':>8} {'sign p50':>9} {'sign p99':>9} "
+        f"{'queue p50':>9} {'queue p99':>9} {'ovh p50':>8} {'ovh p99':>8} {'ans/s':>6} {'once':>5} {'RSS MB':>7}"
     )
     for n in args.n:
         for transport in transports:
             r = await run_transport(transport, n, args.model_latency, args.concurrency)
             print(
-                f"{r['transport']:<9} {r['n']:>4} {r['ack_p50_ms']:>7.1f}ms {r['ack_p99_ms']:>6.1f}ms "
+                f"{r['transport']:<9} {r['n']:>4} {r['ack_p50_ms']:>6.1f}ms {r['ack_p99_ms']:>6.1f}ms "
+                f"{r['sign_p50_ms']:>7.0f}ms {r['sign_p99_ms']:>7.0f}ms "
+                f"{r['queue_p50_ms']:>7.0f}ms {r['queue_p99_ms']:>7.0f}ms "
                 f"{r['overhead_p50_ms']:>6.0f}ms {r['overhead_p99_ms']:>6.0f}ms {r['answers_per_s']:>6.1f} "
                 f"{r['exactly_once']:>5} {r['peak_rss_mb']:>7.1f}",
                 flush=True,
