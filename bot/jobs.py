@@ -58,6 +58,26 @@ HELP_TEXT = (
 )
 
 
+class WorkSignal:
+    """Tells idle workers a job is queued. Each `set()` wakes one waiting worker (a semaphore, not an
+    event): a burst of 40 mentions costs 40 claims, not 40 × every idle worker."""
+
+    def __init__(self) -> None:
+        self._sem = asyncio.Semaphore(0)
+
+    def set(self, times: int = 1) -> None:
+        for _ in range(times):
+            self._sem.release()
+
+    async def wait(self, timeout: float) -> bool:
+        """True when signalled, False after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._sem.acquire(), timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
 class Searcher(Protocol):
     def search(self, query: str, k: int = 8) -> list[Hit]: ...
 
@@ -117,7 +137,7 @@ class JobRunner:
         metrics: Metrics,
         searcher: Searcher | None,
         responder: Responder | None,
-        wake: asyncio.Event,
+        wake: WorkSignal,
         bot: BotIdentity | None = None,
     ) -> None:
         self.settings = settings
@@ -153,7 +173,7 @@ class JobRunner:
     async def stop(self, grace: float) -> None:
         """Stop claiming; let running jobs finish for `grace` seconds; re-queue the rest."""
         self._stopping.set()
-        self.wake.set()
+        self.wake.set(len(self._workers))
         running = list(self.running.items())
         if running:
             _done, pending = await asyncio.wait([t for _, t in running], timeout=grace)
@@ -176,11 +196,9 @@ class JobRunner:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=IDLE_POLL_SECONDS)
+                # Signalled, or a periodic look for jobs whose lease expired.
+                await self.wake.wait(IDLE_POLL_SECONDS)
                 continue
-            self.wake.set()  # there may be more: let an idle sibling look too
             task = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
             self.running[job.id] = task
             self.metrics.workers_busy.inc()
@@ -321,7 +339,7 @@ class JobRunner:
     async def _turns(self, job: Job, question: str) -> list[Turn]:
         assert self.bot is not None
         messages: list[dict] = []
-        if job.thread_ts != job.ts:
+        if job.thread_ts != job.ts and job.kind != "review":  # a review reads the proposal alone
             try:
                 messages = await fetch_replies(self.client, channel=job.channel, thread_ts=job.thread_ts)
             except SlackApiError as exc:
@@ -365,10 +383,10 @@ class JobRunner:
         """A review starts its own thread: a parent message in the channel, the review under it."""
         if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
             return job  # resumed: the thread already exists
-        title = str(job.meta.get("title") or "a proposal")
-        text = (
-            f":building_construction: Architecture review of *{render.escape_mrkdwn(title)}*,"
-            f" requested by <@{job.user}>"
+        text = render.build_review_parent_text(
+            title=str(job.meta.get("title") or "a proposal"),
+            user=job.user,
+            proposal=clean_text(job.text, bot_user_id=self.bot.user_id if self.bot else None),
         )
         try:
             parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import aiohttp
 from aiohttp import web
 from slack_sdk.errors import SlackApiError
 
@@ -98,6 +99,10 @@ class Bot:
 
     async def start(self, *, index: bool = True) -> None:
         settings = self.settings
+        # One HTTP session for every Slack call of this process (keep-alive connections).
+        self.client.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300), timeout=aiohttp.ClientTimeout(total=30)
+        )
         auth = await self.client.auth_test()  # raises SlackApiError on a bad token
         bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
 
@@ -178,13 +183,18 @@ class Bot:
         if self._web_runner is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._web_runner.cleanup(), timeout=2.0)
+        await self.close()
+        log.info("archbot stopped")
+
+    async def close(self) -> None:
+        """Release clients and the store (also after a failed start)."""
         if self._anthropic is not None:
             with contextlib.suppress(Exception):
                 await self._anthropic.close()  # type: ignore[attr-defined]
-        with contextlib.suppress(Exception):
-            await self.client.session.close() if self.client.session else None
+        if self.client.session is not None:
+            with contextlib.suppress(Exception):
+                await self.client.session.close()
         self.store.close()
-        log.info("archbot stopped")
 
 
 async def serve(settings: Settings) -> int:
@@ -200,12 +210,12 @@ async def serve(settings: Settings) -> int:
         error = exc.response.get("error")
         log.error("Slack rejected the start-up call", extra={"error": error})
         print(f"archbot: Slack refused SLACK_BOT_TOKEN ({error})", file=sys.stderr)
-        bot.store.close()
+        await bot.close()
         return 2 if error in ("invalid_auth", "not_authed", "account_inactive", "token_revoked") else 1
     except OSError as exc:  # aiohttp's connection errors are OSErrors
         log.error("cannot reach Slack", extra={"error": type(exc).__name__})
         print(f"archbot: cannot reach Slack at SLACK_API_URL ({type(exc).__name__})", file=sys.stderr)
-        bot.store.close()
+        await bot.close()
         return 1
     await bot.stop_event.wait()
     await bot.stop()

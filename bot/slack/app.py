@@ -9,10 +9,10 @@ listener in one place (`bot/slack/listeners.py`), whichever transport delivers t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import aiohttp
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.jobs import WorkSignal
 from bot.metrics import Metrics
 from bot.store import Store
 
@@ -35,17 +36,22 @@ class Deps:
     settings: Settings
     store: Store
     metrics: Metrics
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: WorkSignal = field(default_factory=WorkSignal)
     accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)
     searcher: object | None = None  # bot.retrieval.Searcher, for the App Home and assistant prompts
 
 
-def build_client(settings: Settings, *, timeout: int = 30) -> AsyncWebClient:
+def build_client(
+    settings: Settings, *, timeout: int = 30, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
+    """The Web API client. Pass a `session` (made inside the running loop) in long-lived processes:
+    without one slack_sdk opens a new session, TCP connection and DNS lookup for every call."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return AsyncWebClient(
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
+        session=session,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=3),
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),

@@ -42,6 +42,7 @@ _SKIP_SUBTYPES = {
     "assistant_app_thread",
 }
 FAILURE_PREFIX = ":warning:"
+BOT_OPENED_THREAD = "(You opened this thread yourself; your opening message follows.)"
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,12 @@ async def build_turns(
         speaker = (await names.name(question_user)) if names is not None and question_user else "user"
         body = clean_text(question_text, bot_user_id=bot.user_id)
         raw.append(("user", f"{speaker}: {body}" if body else f"{speaker}: (no text)"))
-    return trim_turns(merge_turns(raw), budget_tokens)
+    turns = merge_turns(raw)
+    if turns and turns[0].role == "assistant":
+        # A thread the bot opened itself (an /arch-review): its opening messages are the context
+        # of every follow-up. A conversation starts with a user turn, so a note stands in for one.
+        turns.insert(0, Turn(role="user", text=BOT_OPENED_THREAD))
+    return trim_turns(turns, budget_tokens)
 
 
 def merge_turns(raw: list[tuple[str, str]]) -> list[Turn]:
