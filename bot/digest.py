@@ -641,25 +641,6 @@ def build_summary_request(data: DigestData) -> str:
     return "\n".join(lines)
 
 
-def build_anthropic_client(settings: Settings) -> Any:
-    """The architect's client builder when it exists; otherwise the same options, built here."""
-    try:
-        from bot.architect import build_anthropic_client as build
-    except ImportError:  # the architect package is optional here: build the same client ourselves
-        pass
-    else:
-        return build(settings)
-    import anthropic
-
-    assert settings.anthropic_api_key is not None
-    return anthropic.AsyncAnthropic(
-        api_key=settings.anthropic_api_key.get_secret_value(),
-        base_url=settings.anthropic_base_url,
-        max_retries=settings.model_max_retries,
-        timeout=settings.model_timeout,
-    )
-
-
 async def write_summary(client: Any, settings: Settings, data: DigestData) -> str | None:
     """One model request: a few bullet points from the filtered data. None on any failure."""
     if data.empty or not data.threads():
@@ -950,6 +931,8 @@ async def build_digest(
     client = anthropic_client
     if client is None:
         try:
+            from bot.architect import build_anthropic_client
+
             client = build_anthropic_client(settings)
         except Exception as exc:
             log.warning("digest: no model client", extra={"error": type(exc).__name__})

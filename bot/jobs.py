@@ -41,7 +41,14 @@ from bot.slack.context import (
     fetch_replies,
     resolve_channel_type,
 )
-from bot.slack.post import WORKING_REACTION, ReplyPoster, add_reaction, post_message, remove_reaction
+from bot.slack.post import (
+    WORKING_REACTION,
+    ReplyPoster,
+    add_reaction,
+    post_ephemeral,
+    post_message,
+    remove_reaction,
+)
 from bot.store import MAX_ATTEMPTS, Store
 from bot.types import Answer, Hit, Job, Turn
 
@@ -402,7 +409,7 @@ class JobRunner:
     async def _tell_requester(self, job: Job, error: str | None) -> None:
         """The bot cannot post in that channel: tell the requester privately, with the fix."""
         hint = (
-            "I can't post in this channel"
+            f"I can't post in <#{job.channel}>"
             + (f" (`{error}`)" if error else "")
             + ". Invite me with `/invite @archbot` and run `/arch-review` again, or DM me the proposal."
         )
@@ -411,11 +418,17 @@ class JobRunner:
             from slack_sdk.webhook.async_client import AsyncWebhookClient
 
             with contextlib.suppress(Exception):
-                await AsyncWebhookClient(response_url).send(text=hint, response_type="ephemeral")
-                return
-        if job.user:
-            with contextlib.suppress(SlackApiError):
-                await self.client.chat_postEphemeral(channel=job.channel, user=job.user, text=hint)
+                sent = await AsyncWebhookClient(response_url).send(text=hint, response_type="ephemeral")
+                if sent.status_code == 200:
+                    return
+        if not job.user:
+            return
+        if await post_ephemeral(self.client, channel=job.channel, user=job.user, text=hint):
+            return
+        # Slack refuses ephemerals where the bot cannot see the channel (a private one): a DM then.
+        with contextlib.suppress(SlackApiError, SlackPostError):
+            dm = await self.client.conversations_open(users=job.user)
+            await post_message(self.client, channel=str(dm["channel"]["id"]), text=hint, metrics=self.metrics)
 
     async def _post_failure(self, job: Job, *, internal: bool, extra: dict) -> None:
         text, blocks = render.build_failure_message(internal=internal)

@@ -162,7 +162,7 @@ class Bot:
         if settings.digest_channel:
             from bot.digest import DigestScheduler
 
-            scheduler = DigestScheduler(settings, self.store, self.client)
+            scheduler = DigestScheduler(settings, self.store, self.client, self._anthropic)
             self._background.append(asyncio.create_task(scheduler.run(self.stop_event), name="digest"))
 
     async def stop(self) -> None:

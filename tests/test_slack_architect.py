@@ -122,9 +122,6 @@ async def test_arch_review_with_text_starts_a_thread_that_takes_follow_ups(
         status, body = await post_slash_command(url(bot), slack.signing_secret, fields)
         assert status == 200
         assert json.loads(body) == {"response_type": "ephemeral", "text": REVIEW_QUEUED}
-        assert not slack.calls_to("chat.postMessage") or not any(
-            c.args.get("thread_ts") for c in slack.calls_to("chat.postMessage")
-        )
         model.resume()
 
         parent, review = await wait_review(slack, "C1")
@@ -280,29 +277,32 @@ async def test_review_in_a_channel_the_bot_is_not_in(
         assert len(response_urls.posts) == 1
         notice = response_urls.posts[0]
         assert notice["response_type"] == "ephemeral"
-        assert "can't post in this channel" in notice["text"] and "/invite" in notice["text"]
+        assert "can't post in <#C9>" in notice["text"] and "/invite" in notice["text"]
         assert not slack.bot_messages("C9")
         assert not model.message_requests  # nothing to post into: the model is never asked
         assert bot.store.query("SELECT error FROM jobs") == [{"error": "slack: not_in_channel"}]
 
-        # Without a response_url (a modal submission), the requester hears it privately too.
-        envelope_values = review_values(title="Outbox", proposal=PROPOSAL)
+        # A modal submission has no response_url. In a private channel the bot is not in, Slack
+        # refuses the ephemeral too (the bot cannot see the channel): the requester gets a DM.
+        slack.add_channel("G9", name="secret-design", is_private=True, is_member=False)
+        slack.fail("chat.postEphemeral", error="channel_not_found", times=None)
         status, _ = await post_interactive(
             url(bot),
             slack.signing_secret,
             view_submission_payload(
                 callback_id=REVIEW_CALLBACK,
-                values=envelope_values,
+                values=review_values(title="Outbox", proposal=PROPOSAL),
                 user="U1",
-                private_metadata=json.dumps({"channel": "C9"}),
+                private_metadata=json.dumps({"channel": "G9"}),
             ),
         )
         assert status == 200
         await slack.wait_for(lambda f: bot.store.job_counts() == {"failed": 2})
-        told = [e for e in slack.ephemerals if e.user == "U1"] + [
-            m for m in slack.bot_messages() if m.channel.startswith("D") and "can't post" in m.text
-        ]
-        assert told, slack.dump()
+        dm = await slack.wait_for(lambda f: [m for m in f.bot_messages() if m.channel.startswith("D")])
+        assert "can't post in <#G9>" in dm[0].text and "/invite" in dm[0].text
+        assert [c.args["users"] for c in slack.calls_to("conversations.open")] == ["U1"]
+        assert not slack.bot_messages("G9")
+        slack.clear_failures()
         # And the bot still works elsewhere.
         parent = await ask(bot, slack, "still answering?")
         await wait_answers(slack, "C1", parent.ts)

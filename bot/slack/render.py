@@ -267,6 +267,21 @@ def render_sources_markdown(citations: list[Citation]) -> str:
     return "\n".join(lines)
 
 
+REVIEW_QUOTE_LIMIT = 2500  # the proposal quoted under a review thread's opening message
+
+
+def build_review_parent_text(*, title: str, user: str | None, proposal: str) -> str:
+    """The channel message that opens a review thread: what is reviewed, for whom, and the proposal
+    itself, quoted (shortened), so readers and every follow-up in the thread have it."""
+    head = f":building_construction: Architecture review of *{escape_mrkdwn(title)}*"
+    if user:
+        head += f", requested by <@{user}>"
+    body = proposal.strip()
+    if len(body) > REVIEW_QUOTE_LIMIT:
+        body = body[:REVIEW_QUOTE_LIMIT].rstrip() + " …"
+    return f"{head}\n>>> {escape_mrkdwn(body)}" if body else head
+
+
 def build_feedback_block() -> dict:
     """Slack's feedback buttons (👍/👎) under an answer."""
     return {
