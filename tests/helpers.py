@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from tests.fakes.slack import FakeSlack, StoredMessage
+
+T = TypeVar("T")
 
 FAILURE_MARK = ":warning:"
 
@@ -34,3 +41,20 @@ async def wait_answers(fake: FakeSlack, channel: str, thread_ts: str, n: int = 1
     return await fake.wait_for(
         lambda f: (lambda a: a if len(a) >= n else None)(answers_in(f, channel, thread_ts)), timeout=timeout
     )
+
+
+class BackgroundLoop:
+    """An event loop in a thread, serving the fakes while a CLI command runs its own loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

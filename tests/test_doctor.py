@@ -7,11 +7,9 @@ through click's CliRunner, with the fakes served from a background event loop be
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 import yaml
@@ -23,6 +21,7 @@ from bot.doctor import MANIFEST_SCOPES, Check, check_digest, gather_checks, mani
 from bot.retrieval import index_sources
 from tests.fakes import FakeSlack
 from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropic
+from tests.helpers import BackgroundLoop
 
 T = TypeVar("T")
 
@@ -269,23 +268,6 @@ def test_mask_shows_only_a_prefix() -> None:
 
 
 # -- through the CLI -----------------------------------------------------------------------
-class BackgroundLoop:
-    """An event loop in a thread, serving the fakes while `archbot doctor` runs its own loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeSlack, FakeAnthropic]]:
     background = BackgroundLoop()

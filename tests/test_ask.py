@@ -1,0 +1,71 @@
+"""`archbot ask`: the README's first command, with and without a model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
+from tests.fakes.anthropic import FakeAnthropic
+from tests.helpers import BackgroundLoop
+
+QUESTION = "How do we keep a slow downstream service from taking ours down?"
+
+
+@pytest.fixture
+def model_in_background() -> Iterator[FakeAnthropic]:
+    loop = BackgroundLoop()
+    fake = loop.run(_make_fake())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+        loop.close()
+
+
+async def _make_fake() -> FakeAnthropic:
+    fake = FakeAnthropic()
+    await fake.start()
+    return fake
+
+
+def test_ask_without_a_key_is_labelled_retrieval_only(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["ask", QUESTION], env={"ARCHBOT_DB": str(tmp_path / "a.db")})
+    assert result.exit_code == 0, result.output
+    assert "Retrieval-only" in result.output
+    assert "ANTHROPIC_API_KEY" in result.output
+    assert "(knowledge)" in result.output  # passages from the bundled library, indexed on first use
+
+
+def test_ask_with_a_key_sends_the_passages_to_the_model(tmp_path: Path, model_in_background: FakeAnthropic) -> None:
+    env = {
+        "ARCHBOT_DB": str(tmp_path / "a.db"),
+        "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
+        "ANTHROPIC_BASE_URL": model_in_background.base_url,
+    }
+    result = CliRunner().invoke(cli, ["ask", QUESTION], env=env)
+    assert result.exit_code == 0, result.output
+    assert "Echo:" in result.output  # the fake model's answer was printed
+    assert "Sources" in result.output
+    first = model_in_background.message_requests[0].body
+    blocks = [b for m in first["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])]
+    sources = [b["source"] for b in blocks if b.get("type") == "search_result"]
+    assert sources and all(s.endswith(".md") for s in sources)
+    assert "sk-ant-fake" not in str(first)
+
+
+def test_ask_with_a_failing_model_exits_1_with_a_clear_line(tmp_path: Path, model_in_background: FakeAnthropic) -> None:
+    model_in_background.fail(status=500, times=50)
+    env = {
+        "ARCHBOT_DB": str(tmp_path / "a.db"),
+        "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
+        "ANTHROPIC_BASE_URL": model_in_background.base_url,
+        "ARCHBOT_MODEL_RETRIES": "1",
+    }
+    result = CliRunner().invoke(cli, ["ask", QUESTION], env=env)
+    assert result.exit_code == 1
+    assert "model call failed" in result.output
+    assert "Traceback" not in result.output
