@@ -35,6 +35,7 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SLACK_CHECK_SECONDS = 60.0
 
 
 def run_bot(settings: Settings) -> int:
@@ -91,6 +92,7 @@ class Bot:
         self.client = build_client(settings)
         self.responder = responder
         self.port: int | None = None
+        self.slack_ok = True  # auth.test passed at start (start() raises otherwise)
         self.runner: JobRunner | None = None
         self._socket_handler: object | None = None
         self._web_runner: web.AppRunner | None = None
@@ -136,7 +138,7 @@ class Bot:
         await self.runner.start()
 
         runner = self.runner
-        readiness = Readiness(store=self.store, slack_ok=lambda: True, workers_ok=lambda: runner.alive)
+        readiness = Readiness(store=self.store, slack_ok=lambda: self.slack_ok, workers_ok=lambda: runner.alive)
         web_app = build_web_app(metrics=self.metrics, readiness=readiness, bolt=None if settings.socket_mode else app)
         self._web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._web_runner.setup()
@@ -157,6 +159,7 @@ class Bot:
             await handler.connect_async()
             self._socket_handler = handler
 
+        self._background.append(asyncio.create_task(self._watch_slack(), name="slack-health"))
         if index:
             self._background.append(asyncio.create_task(_reindex_loop(settings, self.stop_event), name="reindex"))
         if settings.digest_channel:
@@ -164,6 +167,23 @@ class Bot:
 
             scheduler = DigestScheduler(settings, self.store, self.client, self._anthropic)
             self._background.append(asyncio.create_task(scheduler.run(self.stop_event), name="digest"))
+
+    async def _watch_slack(self) -> None:
+        """Keep /readyz honest: re-check `auth.test` every SLACK_CHECK_SECONDS."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=SLACK_CHECK_SECONDS)
+            if self.stop_event.is_set():
+                return
+            try:
+                await self.client.auth_test()
+                ok = True
+            except Exception as exc:  # SlackApiError or a connection error: not ready until it passes
+                log.warning("Slack check failed", extra={"error": type(exc).__name__})
+                ok = False
+            if ok != self.slack_ok:
+                log.info("Slack reachability changed", extra={"ok": ok})
+            self.slack_ok = ok
 
     async def stop(self) -> None:
         """Stop intake, drain or re-queue jobs, close everything."""

@@ -453,9 +453,9 @@ async def test_cited_answer_links_to_the_doc(tmp_path: Path, slack: FakeSlack, m
 
         await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
         sources = bot.store.query("SELECT path, source, heading, url FROM answer_sources")
-        assert sources == [
-            {"path": DOC_PATH, "source": "team-docs", "heading": cited[0]["title"], "url": raw_url}
-        ] or (sources[0]["path"] == DOC_PATH and sources[0]["url"] == raw_url)
+        assert sources == [{"path": DOC_PATH, "source": "team-docs", "heading": cited[0]["title"], "url": raw_url}] or (
+            sources[0]["path"] == DOC_PATH and sources[0]["url"] == raw_url
+        )
 
 
 # -- clarify, then answer ------------------------------------------------------------------------

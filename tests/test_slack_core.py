@@ -279,3 +279,17 @@ async def test_health_ready_and_metrics(tmp_path: Path, slack: FakeSlack, model:
         assert 'archbot_jobs_total{outcome="answered"} 1.0' in text
         assert "archbot_ack_seconds_bucket" in text
         assert 'archbot_events_received_total{type="app_mention"} 1.0' in text
+
+
+async def test_socket_mode_redelivery_yields_one_answer(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
+    async with running_bot(bot_settings(tmp_path, slack, model, socket_mode=True)) as bot:
+        await asyncio.wait_for(slack.socket_connected.wait(), 5)
+        parent = slack.add_message("C1", "<@UBOT> asked twice?", user="U1")
+        payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
+        first = await slack.socket_send_event(payload)
+        again = await slack.socket_send_event(payload, retry_attempt=1)  # Slack's redelivery
+        await slack.wait_for_ack(first, timeout=3)
+        await slack.wait_for_ack(again, timeout=3)
+        await wait_answers(slack, "C1", parent.ts)
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        assert len(answers_in(slack, "C1", parent.ts)) == 1
