@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.errors import ModelError, SlackPostError
 from bot.metrics import Metrics
+from bot.proposals import resolve_proposal
 from bot.slack import render
 from bot.slack.assistant import THINKING_STATUS, set_status
 from bot.slack.context import (
@@ -259,6 +260,8 @@ class JobRunner:
         assert self.bot is not None
         question = clean_text(job.text, bot_user_id=self.bot.user_id)
         if job.kind == "review":
+            proposal = resolve_proposal(self.settings, question)
+            question = job.text = proposal.text
             job = await self._open_review_thread(job, extra)
             if job is None:
                 return
