@@ -1,10 +1,10 @@
 """Retrieval quality on ../shared/corpora/next-cloudphone: recall@5 and MRR@10 over distinct files.
 
-    python bench/retrieval_quality.py [--corpus PATH] [--show-misses] [--regrep]
+    python bench/retrieval_quality.py [--corpus PATH] [--show-misses] [--regrep] [--rewrite-file PATH]
 
 Indexes the corpus (plus knowledge/, as the bot does) into a temporary database, runs every
-question in bench/questions.yaml through `Searcher`, and prints, overall / per language / per
-kind:
+question of `questions` in bench/questions.yaml through `Searcher`, and prints, overall / per
+language / per kind:
 
 - recall@5: share of questions with a relevant file among the top 5 distinct files (answer recall);
 - file-recall@5: |relevant ∩ top 5| / min(|relevant|, 5), averaged (how many of the places that
@@ -12,7 +12,12 @@ kind:
 - MRR@10: mean reciprocal rank of the first relevant file within the top 10.
 
 The same run measures the baseline the issue names: plain FTS5 `unicode61` over the same chunks,
-the question's words OR-ed, BM25.
+the question's words OR-ed, BM25. It then scores the `knowledge` questions (generic pattern
+questions) on an index of knowledge/ alone.
+
+`--rewrite-file PATH` (a YAML `rewrites: {question id: text}`, e.g. bench/rewrites.yaml) also
+runs the questions with those texts standing in for the model's query rewrite, and prints the
+result beside the plain one: a simulation of the optional model rewrite, not a measurement of it.
 
 `--regrep` recomputes each question's `relevant` list from its `grep` patterns (a file is
 relevant when it matches all of them, case-insensitive) and rewrites the YAML.
@@ -40,10 +45,22 @@ from bot.retrieval.chunking import parse  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "next-cloudphone"
 QUESTIONS = Path(__file__).resolve().parent / "questions.yaml"
+KNOWLEDGE_MARK = "# -- knowledge/ questions --"  # where the hand-made knowledge/ section starts
 
 
-def load(path: Path) -> list[dict]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]
+def load(path: Path, section: str = "questions") -> list[dict]:
+    return yaml.safe_load(path.read_text(encoding="utf-8")).get(section) or []
+
+
+class FileRewriter:
+    """Stands in for the model rewriter: the hand-written rewrite of each question, by question text."""
+
+    def __init__(self, path: Path, questions: list[dict]) -> None:
+        by_id = yaml.safe_load(path.read_text(encoding="utf-8"))["rewrites"]
+        self.texts = {q["q"]: by_id[q["id"]] for q in questions if q["id"] in by_id}
+
+    def rewrite(self, query: str) -> str | None:
+        return self.texts.get(query)
 
 
 def regrep(path: Path, corpus: Path) -> None:
@@ -51,13 +68,14 @@ def regrep(path: Path, corpus: Path) -> None:
     texts = {f.relative_to(corpus).as_posix(): f.read_text(encoding="utf-8", errors="replace") for f in files}
     raw = path.read_text(encoding="utf-8")
     header = raw[: raw.index("questions:")]
+    tail = raw[raw.index(KNOWLEDGE_MARK) :] if KNOWLEDGE_MARK in raw else ""
     questions = load(path)
     for q in questions:
         patterns = [re.compile(p, re.IGNORECASE) for p in q["grep"]]
         q["relevant"] = sorted(rel for rel, text in texts.items() if all(p.search(text) for p in patterns))
         print(f"{q['id']}: {len(q['relevant'])} relevant", file=sys.stderr)
     body = yaml.safe_dump({"questions": questions}, allow_unicode=True, sort_keys=False, width=120)
-    path.write_text(header + body, encoding="utf-8")
+    path.write_text(header + body + tail, encoding="utf-8")
 
 
 def metrics(ranked: list[str], relevant: set[str]) -> tuple[float, float, float]:
@@ -124,12 +142,34 @@ def report(title: str, results: list[tuple[dict, tuple[float, float, float]]]) -
         )
 
 
+def run(
+    searcher: Searcher, questions: list[dict], source: str, *, show_misses: bool
+) -> tuple[list[tuple[dict, tuple[float, float, float]]], list[float]]:
+    """Each question's metrics over the hits from `source`, and the search latencies."""
+    results = []
+    latencies = []
+    for q in questions:
+        relevant = set(q["relevant"])
+        started = time.perf_counter()
+        hits = searcher.search(q["q"], k=10)
+        latencies.append(time.perf_counter() - started)
+        ranked = distinct([h.path for h in hits if h.source == source])
+        m = metrics(ranked, relevant)
+        results.append((q, m))
+        if show_misses and m[0] == 0:
+            print(f"\nMISS {q['id']} [{q['lang']}/{q['kind']}] {q['q']}  ({len(relevant)} relevant)")
+            for h in hits[:5]:
+                print(f"    {h.score:.3f} {h.path} | {h.heading[:70]}")
+    return results, latencies
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--show-misses", action="store_true", help="print questions with no relevant file in top 5")
     parser.add_argument("--regrep", action="store_true", help="recompute `relevant` from `grep` and rewrite the YAML")
+    parser.add_argument("--rewrite-file", type=Path, help="YAML of hand-written rewrites standing in for the model")
     args = parser.parse_args()
     if not args.corpus.is_dir():
         print(f"corpus not found: {args.corpus}", file=sys.stderr)
@@ -142,31 +182,39 @@ def main() -> int:
         settings = Settings(db_path=Path(tmp) / "bench.db", docs=[args.corpus])
         rep = index_sources(settings)
         print(f"index: {rep.summary()}")
-        searcher = Searcher(settings.db_path)
         source = args.corpus.resolve().name
-        ours, base = [], []
-        baseline = Baseline(args.corpus)
-        latencies = []
-        for q in questions:
-            relevant = set(q["relevant"])
-            started = time.perf_counter()
-            hits = searcher.search(q["q"], k=10)
-            latencies.append(time.perf_counter() - started)
-            ranked = distinct([h.path for h in hits if h.source == source])
-            m = metrics(ranked, relevant)
-            ours.append((q, m))
-            base.append((q, metrics(baseline.ranked(q["q"]), relevant)))
-            if args.show_misses and m[0] == 0:
-                print(f"\nMISS {q['id']} [{q['lang']}/{q['kind']}] {q['q']}  ({len(relevant)} relevant)")
-                for h in hits[:5]:
-                    print(f"    {h.score:.3f} {h.path} | {h.heading[:70]}")
+        searcher = Searcher(settings.db_path)
+        ours, latencies = run(searcher, questions, source, show_misses=args.show_misses)
         searcher.close()
+        base = [(q, metrics(Baseline(args.corpus).ranked(q["q"]), set(q["relevant"]))) for q in questions]
+        rewritten: list[tuple[dict, tuple[float, float, float]]] = []
+        if args.rewrite_file:
+            rewriter = FileRewriter(args.rewrite_file, questions)
+            searcher = Searcher(settings.db_path, rewriter=rewriter)
+            rewritten, _ = run(searcher, questions, source, show_misses=False)
+            searcher.close()
+
+        knowledge = load(args.questions, "knowledge")
+        kn: list[tuple[dict, tuple[float, float, float]]] = []
+        if knowledge:
+            ksettings = Settings(db_path=Path(tmp) / "knowledge.db")
+            index_sources(ksettings)
+            searcher = Searcher(ksettings.db_path)
+            kn, _ = run(searcher, knowledge, "knowledge", show_misses=args.show_misses)
+            searcher.close()
     print(
         f"\n{len(questions)} questions; relevant files per question: median "
         f"{sorted(len(q['relevant']) for q in questions)[len(questions) // 2]}"
     )
     report("archbot", ours)
     report("baseline: FTS5 unicode61, words OR-ed", base)
+    if rewritten:
+        ids = set(FileRewriter(args.rewrite_file, questions).texts)
+        report("archbot + hand-written rewrites (simulated model rewrite)", rewritten)
+        report("  only the rewritten questions: plain", [r for r in ours if r[0]["q"] in ids])
+        report("  only the rewritten questions: with rewrite", [r for r in rewritten if r[0]["q"] in ids])
+    if kn:
+        report(f"knowledge/ only: {len(kn)} generic pattern questions", kn)
     latencies.sort()
     print(
         f"\nsearch latency over the questions: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "

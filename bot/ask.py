@@ -39,9 +39,9 @@ def ask_command(settings: Settings, question: str) -> int:
 
 
 async def ask(settings: Settings, question: str, *, stream: bool = False) -> Answer:
-    from bot.retrieval import Searcher, index_sources
+    from bot.retrieval import build_searcher, index_sources
 
-    searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
+    searcher = build_searcher(settings)
     # Index when there is nothing yet (a fresh install) or when ARCHBOT_DOCS names the docs; an index
     # built by hand with `archbot index PATH` is left as it is rather than narrowed to knowledge/.
     if settings.docs or not searcher.info()["chunks"]:

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         validation_alias=_alias("ARCHBOT_SEARCH_K"),
         description="Passages sent with a question.",
     )
+    query_rewrite: bool = Field(
+        True,
+        validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),
+        description="With ANTHROPIC_API_KEY: rewrite each question into both languages before searching "
+        "(cached; falls back to plain search). `false` saves a model call per new question.",
+    )
     stream_mode: Literal["auto", "stream", "update"] = Field(
         "auto",
         validation_alias=_alias("ARCHBOT_STREAM_MODE"),

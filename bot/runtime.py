@@ -98,6 +98,7 @@ class Bot:
         self._web_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self._anthropic: object | None = None
+        self._searcher: object | None = None
 
     async def start(self, *, index: bool = True) -> None:
         settings = self.settings
@@ -108,9 +109,10 @@ class Bot:
         auth = await self.client.auth_test()  # raises SlackApiError on a bad token
         bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
 
-        from bot.retrieval import Searcher
+        from bot.retrieval import build_searcher
 
-        searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
+        searcher = build_searcher(settings)
+        self._searcher = searcher
         self.deps.searcher = searcher
         if self.responder is None and settings.has_model:
             from bot.architect import Architect, build_anthropic_client, check_model
@@ -214,6 +216,9 @@ class Bot:
         if self.client.session is not None:
             with contextlib.suppress(Exception):
                 await self.client.session.close()
+        if self._searcher is not None:
+            with contextlib.suppress(Exception):
+                self._searcher.close()  # type: ignore[attr-defined]
         self.store.close()
 
 

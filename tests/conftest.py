@@ -75,6 +75,7 @@ def bot_settings(
         values["anthropic_api_key"] = "sk-ant-fake-0123456789abcdef"
         values["anthropic_base_url"] = model.base_url
         values["model_max_retries"] = 2
+        values["query_rewrite"] = False  # scripted replies go to the answer; the rewrite has its own tests
     values.update(overrides)
     return Settings(**values)
 

@@ -50,11 +50,13 @@ def test_ask_with_a_key_sends_the_passages_to_the_model(tmp_path: Path, model_in
     assert result.exit_code == 0, result.output
     assert "Echo:" in result.output  # the fake model's answer was printed
     assert "Sources" in result.output
-    first = model_in_background.message_requests[0].body
-    blocks = [b for m in first["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])]
+    requests = [r.body for r in model_in_background.message_requests]
+    assert not requests[0].get("stream")  # the query rewrite into both languages comes first
+    answer = next(body for body in requests if body.get("stream"))
+    blocks = [b for m in answer["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])]
     sources = [b["source"] for b in blocks if b.get("type") == "search_result"]
     assert sources and all(s.endswith(".md") for s in sources)
-    assert "sk-ant-fake" not in str(first)
+    assert "sk-ant-fake" not in str(requests)
 
 
 def test_ask_with_a_failing_model_exits_1_with_a_clear_line(tmp_path: Path, model_in_background: FakeAnthropic) -> None:

@@ -194,3 +194,58 @@ def test_searches_from_threads_during_reindex(settings: Settings, docs: Path) ->
             t.join(timeout=30)
     assert not errors
     assert counts and min(counts) >= 1  # never an empty (half-built) view
+
+
+def test_doc_titles_for_suggested_prompts(settings: Settings, docs: Path) -> None:
+    (docs / "en" / "notes.md").write_text("no heading, so the title is only the file name\n")
+    (docs / "zh" / "cache-copy.md").write_text((docs / "zh" / "cache.md").read_text(encoding="utf-8") + "\n更多。\n")
+    (docs / "en" / "fancy.md").write_text("# 🚀 Launch plan ✅\n\nSteps.\n")
+    index_sources(settings)
+    searcher = Searcher(settings.db_path)
+    try:
+        titles = searcher.doc_titles()
+        assert sorted(t for t, _ in titles) == sorted(
+            ["Messaging guide", "Onboarding", "Release checklist", "计费服务设计", "缓存策略", "Launch plan"]
+        )
+        assert ("Release checklist", "en/release.md") in titles
+        assert all(str(t) == t.title for t in titles)  # plain (title, path) tuples that print as the title
+        assert all(not p.endswith("notes.md") for _, p in titles)  # a file-name title says nothing
+        assert len(searcher.doc_titles(2)) == 2
+        assert searcher.doc_titles(0) == []
+        everything = searcher.doc_titles(100, exclude_sources=())
+        assert ("Circuit breaker", "circuit-breaker.md") in everything
+    finally:
+        searcher.close()
+    assert Searcher(settings.db_path.parent / "none.db").doc_titles() == []
+
+
+def test_knowledge_aliases_and_generic_questions(tmp_path: Path) -> None:
+    settings = Settings(db_path=tmp_path / "knowledge.db")  # knowledge/ alone
+    index_sources(settings)
+    searcher = Searcher(settings.db_path)
+    try:
+        # An alias from the front matter (no body text needed): 舱壁隔离 names the bulkhead page.
+        assert searcher.search("舱壁隔离", k=3)[0].path == "bulkhead.md"
+        # A problem described without the pattern's name, in either language.
+        for question in (
+            "How do we keep a slow downstream service from taking ours down?",
+            "下游服务响应很慢，怎么避免把我们的服务也拖垮？",
+        ):
+            top = [h.path for h in searcher.search(question, k=5)]
+            assert "circuit-breaker.md" in top and "timeouts-deadlines.md" in top
+        # "Related" link lists are not passages.
+        assert all(not h.heading.endswith("> Related") for h in searcher.search("quotas tenant limits", k=20))
+    finally:
+        searcher.close()
+
+
+def test_files_from_an_older_analyser_are_reindexed(settings: Settings) -> None:
+    first = index_sources(settings)
+    conn = sqlite3.connect(settings.db_path)
+    with conn:  # as an index written before ANALYSIS_VERSION was stamped on each file looks
+        conn.execute("UPDATE ix_files SET hash = substr(hash, instr(hash, ':') + 1) WHERE source = 'team-docs'")
+    conn.close()
+    again = index_sources(settings)
+    assert again.indexed == 5 and again.removed == 0
+    assert again.unchanged == first.indexed - 5
+    assert index_sources(settings).indexed == 0

@@ -9,12 +9,14 @@ larger part (the small one's heading stays in its text).
 
 Sizes are in characters of the rendered text. One Chinese character carries roughly as
 much as an English word, so CJK characters count `CJK_WEIGHT` each. Measured with
-bench/retrieval_quality.py on next-cloudphone (recall@5 / MRR@10): max 1000 → 0.955 / 0.798,
-1500 → 0.955 / 0.797, 2500 → 0.939 / 0.796; without merging small sections (min 0) recall
-drops to 0.909. 1500 keeps more tables and code blocks whole at the same quality.
+bench/retrieval_quality.py on next-cloudphone (recall@5 / MRR@10), with the stemming analyser:
+max 1000 → 0.970 / 0.811, 1500 → 0.970 / 0.805, 2500 → 0.955 / 0.793 (earlier, before stemming:
+without merging small sections (min 0) recall dropped from 0.955 to 0.909). 1500 keeps more
+tables and code blocks whole at about the same quality.
 
-Front matter (`---` YAML at the top) is parsed for `title` and `tags` and removed from the
-body; malformed front matter is kept as plain text rather than failing the file.
+Front matter (`---` YAML at the top) is parsed for `title`, `tags` and `aliases` (other names
+of the page's subject, e.g. its Chinese names) and removed from the body; malformed front
+matter is kept as plain text rather than failing the file.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MD_NOISE = re.compile(r"[*_`]+|!\[[^\]]*\]\([^)]*\)|<[^>]+>")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_LINK_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(?:\*\*)?\[[^\]]+\]\([^)]*\)")
+NAVIGATION_SHARE = 0.6  # a list block is navigation when this share of its lines are link items
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Chunk:
 class Document:
     title: str
     tags: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
     chunks: list[Chunk] = field(default_factory=list)
 
 
@@ -75,6 +80,14 @@ def split_front_matter(text: str) -> tuple[dict[str, object], str]:
                 return {}, text
             return meta, "\n".join(lines[i + 1 :])
     return {}, text
+
+
+def _strings(value: object) -> list[str]:
+    """A front matter list (or a single value) as strings; nothing for a missing one."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
 
 
 def _blocks(lines: list[str]) -> list[str]:
@@ -162,12 +175,32 @@ def _pack(blocks: list[str], limit: int) -> list[str]:
     return out
 
 
+def is_navigation(block: str) -> bool:
+    """A list that is mostly links: a table of contents or a "Related" / "See also" list."""
+    lines = [line for line in block.split("\n") if line.strip()]
+    if len(lines) < 2:
+        return False
+    return sum(1 for line in lines if _LINK_ITEM.match(line)) >= NAVIGATION_SHARE * len(lines)
+
+
 def parse(text: str, *, fallback_title: str, max_chars: int = MAX_CHARS, min_chars: int = MIN_CHARS) -> Document:
-    """Split a markdown document into chunks with their heading paths."""
+    """Split a markdown document into chunks with their heading paths.
+
+    Navigation lists (tables of contents, "Related" link lists) are left out: they repeat the
+    words of other sections and other pages, and outrank the passages they point to. A document
+    that is nothing but navigation (an index page) keeps them.
+    """
+    doc = _parse(text, fallback_title=fallback_title, max_chars=max_chars, min_chars=min_chars, navigation=False)
+    if not doc.chunks:
+        doc = _parse(text, fallback_title=fallback_title, max_chars=max_chars, min_chars=min_chars, navigation=True)
+    return doc
+
+
+def _parse(text: str, *, fallback_title: str, max_chars: int, min_chars: int, navigation: bool) -> Document:
     meta, body = split_front_matter(text.replace("\r\n", "\n").replace("\r", "\n"))
     title = str(meta.get("title") or "").strip()
-    raw_tags = meta.get("tags") or []
-    tags = [str(t) for t in raw_tags] if isinstance(raw_tags, list) else [str(raw_tags)]
+    tags = _strings(meta.get("tags"))
+    aliases = _strings(meta.get("aliases"))
 
     # Sections: (heading path, lines)
     sections: list[tuple[list[str], list[str]]] = []
@@ -202,10 +235,12 @@ def parse(text: str, *, fallback_title: str, max_chars: int = MAX_CHARS, min_cha
     if not title:
         title = fallback_title
 
-    doc = Document(title=title, tags=tags)
+    doc = Document(title=title, tags=tags, aliases=aliases)
     pending: tuple[list[str], str] | None = None  # a tiny section waiting to merge forward
     for heading, section_lines in sections:
         blocks = _blocks(section_lines)
+        if not navigation:
+            blocks = [b for b in blocks if not is_navigation(b)]
         if not blocks:
             continue
         texts = _pack(blocks, max_chars)

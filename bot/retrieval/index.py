@@ -36,6 +36,9 @@ DOC_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".txt"})
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", ".venv"})
 SKIP_REASONS = ("binary", "invalid_utf8", "too_large", "empty", "unreadable", "symlink_loop")
 KNOWLEDGE_SOURCE = "knowledge"
+# Stored with each file's content hash. Bump it when chunking or analysis changes what a file
+# is indexed as: every file then counts as changed on the next run (one transaction, as always).
+ANALYSIS_VERSION = "a2"
 
 
 @dataclass
@@ -220,7 +223,8 @@ def index_sources(settings: Settings, paths: list[Path] | None = None, *, progre
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 row = stored.get(key)
-                if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+                current = row is not None and row.hash.startswith(ANALYSIS_VERSION + ":")
+                if current and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
                     keep.add(key)
                     report.unchanged += 1
                     continue
@@ -228,7 +232,7 @@ def index_sources(settings: Settings, paths: list[Path] | None = None, *, progre
                 if text is None:
                     skipped[reason] += 1
                     continue
-                digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+                digest = ANALYSIS_VERSION + ":" + hashlib.blake2b(raw, digest_size=16).hexdigest()
                 keep.add(key)
                 if row is not None and row.hash == digest:
                     restamp.append((st.st_size, st.st_mtime_ns, row.id))
@@ -294,7 +298,8 @@ def _prepare(item: _Found, digest: str, size: int, mtime_ns: int, doc: chunking.
         size=size,
         mtime_ns=mtime_ns,
         title=doc.title,
-        title_terms=index_text(" ".join([doc.title, *doc.tags])),
+        # Title, tags and aliases share the title column: each names what the whole document is about.
+        title_terms=index_text(" ".join([doc.title, *doc.tags, *doc.aliases])),
         path_terms=_path_text(item.rel),
         rows=rows,
     )

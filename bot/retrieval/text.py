@@ -11,18 +11,21 @@ token character) keeps whole:
 - ASCII identifiers survive whole *and* split: `cloudphone.billing.saga.execution` becomes
   `cloudphone_billing_saga_execution` plus each part; `getUserById` becomes `getuserbyid`
   plus `get`, `user`, `by`, `id`; `DB_PASSWORD` becomes `db_password`, `db`, `password`.
-- A light plural fold (`queues` → `queue`) instead of a full stemmer: the same rule runs on
-  both sides, and the bilingual glossary covers the rest.
+- English words are stemmed (Snowball English, through `snowballstemmer`, memoised): `caching`,
+  `cached` and `cache` all become `cach`, so "users still see the old profile after updating"
+  meets "update the cache". The same rule runs on both sides, on the glossary and on the
+  stopword list; identifiers kept whole (`connection_lost`) are not stemmed, their parts are.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import rjieba
+import snowballstemmer
 
 CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{CJK}]+")
@@ -30,7 +33,8 @@ _CJK_CHAR = re.compile(f"[{CJK}]")
 # An identifier-ish run: words joined by . _ - / : (paths, dotted names, env vars, URLs).
 _WORD = re.compile(r"[A-Za-z0-9_]+(?:[.\-/:@][A-Za-z0-9_]+)*")
 _SEP = re.compile(r"[._\-/:@]+")
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# CamelCase parts; a plural acronym (APIs, DTOs, URLs) stays one part rather than "AP" + "Is".
+_CAMEL = re.compile(r"[A-Z]{2,}s(?![a-z])|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _TOKEN_OR_CJK = re.compile(rf"[{CJK}]+|[A-Za-z0-9_]+(?:[.\-/:@][A-Za-z0-9_]+)*")
 
 MAX_WORD = 64  # longer ASCII runs (hashes, base64) are noise
@@ -42,24 +46,26 @@ def _data(name: str) -> str:
 
 @cache
 def stopwords() -> frozenset[str]:
-    """English and Chinese words that carry no topic ("how", "我们", "怎么")."""
+    """English and Chinese words that carry no topic ("how", "我们", "怎么"), as written and folded."""
     words: set[str] = set()
     for name in ("stopwords_en.txt", "stopwords_zh.txt"):
         for line in _data(name).splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 words.update(w.lower() for w in line.split())
+                words.update(fold(w) for w in line.split())
     return frozenset(words)
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
 def fold(word: str) -> str:
-    """Lower-case and fold a plural; identity for Chinese."""
+    """Lower-case and stem an English word; identity (lower-cased) for anything else."""
     w = word.lower()
-    if len(w) > 4 and w.isascii() and w.isalpha():
-        if w.endswith("ies"):
-            return w[:-3] + "y"
-        if w.endswith("s") and not w.endswith(("ss", "us", "is")):
-            return w[:-1]
+    if len(w) > 3 and w.isascii() and w.isalpha():
+        return str(_STEMMER.stemWord(w))
     return w
 
 

@@ -1,0 +1,173 @@
+"""Optional model rewrite of a question into both languages, to find passages in the other one.
+
+The glossary (bot/data/glossary.tsv) bridges the words it knows; a model bridges the rest
+("locked out" → "账号锁定", "冷启动要多久" → "cold start time"). When a model key is set,
+`ModelRewriter.rewrite(question)` asks the model for the question in English and in Chinese plus
+its key identifiers, and `Searcher` ranks that text beside the question itself (see search.py).
+
+What it promises:
+- Synchronous and thread-safe: `Searcher.search` runs in worker threads (`asyncio.to_thread`),
+  so this uses the sync `anthropic.Anthropic` client (one per process; its HTTP pool is shared).
+- Cached in the index database (`ix_rewrites`), keyed by the normalised question together with
+  the model and the prompt version, so a repeated question never calls the model again and a
+  new prompt or model starts a fresh cache. An empty rewrite is cached too (nothing to add); a
+  reply cut short (`max_tokens`) serves its one search and is not cached.
+- Never in the way: a short timeout, one retry, and on any failure `rewrite` returns None and
+  the search goes on with the question alone. After a failure it rests for `COOLDOWN_SECONDS`
+  rather than making every following question wait on a model that is down.
+- The model sees the question only: no passages, no settings, no secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from bot.config import Settings
+
+if TYPE_CHECKING:  # the SDK is imported only when a rewriter is built: `archbot search` and indexing never pay for it
+    import anthropic
+
+log = logging.getLogger(__name__)
+
+PROMPT_VERSION = "1"
+TIMEOUT_SECONDS = 8.0
+CONNECT_SECONDS = 3.0
+MAX_RETRIES = 1
+COOLDOWN_SECONDS = 60.0
+MAX_TOKENS = 1024  # room for a thinking-by-default model's reasoning before the few lines we want
+MAX_REWRITE_CHARS = 600
+MAX_QUERY_CHARS = 2000
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+_NUMBERING = re.compile(r"^(?:\d[.)]|[-*•])\s+")  # "1. ", "- ": list marks a model may add anyway
+
+SYSTEM_PROMPT = """\
+You rewrite a question for a keyword search over a software team's documentation, which is \
+written partly in Simplified Chinese and partly in English (with English identifiers).
+Reply with exactly three short lines and nothing else:
+1. the question's topic as English search keywords;
+2. the same topic as Simplified Chinese search keywords (the words such docs would use);
+3. identifiers and technical terms the answer likely contains (service, queue, table, \
+variable or error names), as written in code; leave the line empty when there are none.
+Do not answer the question. Do not add explanations, numbering or quotes."""
+
+
+class Rewriter(Protocol):
+    """What `Searcher` needs from a rewriter: extra search text for a question, or None."""
+
+    def rewrite(self, query: str) -> str | None: ...
+
+
+def normalise(query: str) -> str:
+    """The cache key's form of a question: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
+
+
+class ModelRewriter:
+    """Rewrites questions with the model, caching each answer in the index database."""
+
+    def __init__(self, client: anthropic.Anthropic, *, model: str, db_path: Path) -> None:
+        self.client = client
+        self.model = model
+        self.db_path = Path(db_path)
+        self._resting_until = 0.0
+        self._lock = threading.Lock()
+
+    # -- cache -----------------------------------------------------------------------------
+    def _key(self, query: str) -> str:
+        return f"v{PROMPT_VERSION}:{self.model}:{normalise(query)}"
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if not self.db_path.is_file():
+            return None
+        # A short busy timeout: a cache write waits for no re-index; losing one is harmless.
+        return sqlite3.connect(str(self.db_path), timeout=1.0, isolation_level=None)
+
+    def cached(self, query: str) -> str | None:
+        """The stored rewrite of a question ("" when the model had nothing to add), or None."""
+        conn = self._connect()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT value FROM ix_rewrites WHERE key = ?", (self._key(query),)).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
+        return None if row is None else str(row[0])
+
+    def _store(self, query: str, value: str) -> None:
+        conn = self._connect()
+        if conn is None:
+            return
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO ix_rewrites (key, value, created_at) VALUES (?, ?, ?)",
+                (self._key(query), value, time.time()),
+            )
+        except sqlite3.Error as exc:
+            log.info("query rewrite not cached", extra={"error": type(exc).__name__})
+        finally:
+            conn.close()
+
+    # -- the model call --------------------------------------------------------------------
+    def rewrite(self, query: str) -> str | None:
+        """Search text to add to the question, or None (no rewrite: search the question alone)."""
+        query = query.strip()
+        if not query:
+            return None
+        hit = self.cached(query)
+        if hit is not None:
+            return hit or None
+        with self._lock:
+            if time.monotonic() < self._resting_until:
+                return None
+        try:
+            text, finished = self._ask(query[:MAX_QUERY_CHARS])
+        except Exception as exc:  # any failure means plain search, never a failed answer
+            with self._lock:
+                self._resting_until = time.monotonic() + COOLDOWN_SECONDS
+            status = getattr(exc, "status_code", None)
+            log.warning(
+                "query rewrite failed; searching without it", extra={"error": type(exc).__name__, "status": status}
+            )
+            return None
+        if finished:  # a reply cut short (max_tokens) serves this search only: ask again next time
+            self._store(query, text)
+        return text or None
+
+    def _ask(self, query: str) -> tuple[str, bool]:
+        """(the rewrite's cleaned lines, whether the model ended its reply itself)."""
+        message = self.client.messages.create(
+            model=self.model,
+            max_tokens=MAX_TOKENS,
+            system=SYSTEM_PROMPT,
+            messages=[{"role": "user", "content": query}],
+        )
+        text = "\n".join(block.text for block in message.content if block.type == "text")
+        lines = [_NUMBERING.sub("", line.strip()) for line in text.splitlines()]
+        return "\n".join(line for line in lines if line)[:MAX_REWRITE_CHARS], message.stop_reason == "end_turn"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def build_rewriter(settings: Settings) -> ModelRewriter | None:
+    """A `ModelRewriter` from settings alone, or None without a model key."""
+    if settings.anthropic_api_key is None:
+        return None
+    import anthropic
+
+    client = anthropic.Anthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url or DEFAULT_BASE_URL,
+        timeout=anthropic.Timeout(TIMEOUT_SECONDS, connect=CONNECT_SECONDS),
+        max_retries=MAX_RETRIES,
+    )
+    return ModelRewriter(client, model=settings.model, db_path=settings.db_path)

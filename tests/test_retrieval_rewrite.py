@@ -1,0 +1,155 @@
+"""The optional model rewrite of questions: used, cached, and never in the way when the model fails.
+
+The real sync `anthropic.Anthropic` client talks to the fake API; searches run in a worker thread
+(as the bot runs them), so the fake's event loop stays free to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from bot.config import Settings
+from bot.retrieval import ModelRewriter, Searcher, build_searcher, index_sources
+from bot.retrieval.rewrite import PROMPT_VERSION, normalise
+from bot.types import Hit
+from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropic, Reply
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docs"
+# An English question for a Chinese passage (zh/cache.md, 缓存穿透) that shares no glossary word
+# with it: plain search cannot find it; the rewrite names it in Chinese.
+QUESTION = "people keep hammering us with ids that were never created"
+REWRITE = "cache penetration, lookups of nonexistent ids\n缓存穿透 不存在的用户 ID 空值\n"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model: FakeAnthropic) -> Settings:
+    docs = tmp_path / "team-docs"
+    shutil.copytree(FIXTURES, docs)
+    settings = Settings(
+        db_path=tmp_path / "archbot.db",
+        docs=[docs],
+        anthropic_api_key=DEFAULT_API_KEY,
+        anthropic_base_url=model.base_url,
+    )
+    index_sources(settings)
+    return settings
+
+
+async def team_paths(searcher: Searcher, query: str) -> list[tuple[str, str]]:
+    hits: list[Hit] = await asyncio.to_thread(searcher.search, query, 30)
+    return [(h.path, h.heading) for h in hits if h.source == "team-docs"]
+
+
+async def test_rewrite_finds_the_other_language_and_is_cached(settings: Settings, model: FakeAnthropic) -> None:
+    plain = Searcher(settings.db_path)
+    assert "zh/cache.md" not in [p for p, _ in await team_paths(plain, QUESTION)]
+
+    searcher = build_searcher(settings)
+    assert isinstance(searcher.rewriter, ModelRewriter)
+    model.script(Reply(text=REWRITE))
+    try:
+        found = await team_paths(searcher, QUESTION)
+        assert found[0] == ("zh/cache.md", "缓存策略 > 缓存穿透")
+
+        # What the model was asked: the question alone, with the configured model.
+        assert len(model.message_requests) == 1
+        body = model.message_requests[0].body
+        assert body is not None
+        assert body["model"] == settings.model
+        assert body["messages"] == [{"role": "user", "content": QUESTION}]
+        assert "Simplified Chinese" in body["system"]
+        assert DEFAULT_API_KEY not in str(body)
+
+        # The same question again (spelt a little differently): from the cache, no request.
+        assert await team_paths(searcher, "  People keep hammering us with IDs that were never created ") == found
+        assert len(model.message_requests) == 1
+    finally:
+        searcher.close()
+
+    # The cache lives in the index database: a new process (a new Searcher) reuses it.
+    again = build_searcher(settings)
+    try:
+        assert (await team_paths(again, QUESTION))[0][0] == "zh/cache.md"
+        assert len(model.message_requests) == 1
+    finally:
+        again.close()
+    stored = plain._conn().execute("SELECT key, value FROM ix_rewrites").fetchall()  # type: ignore[union-attr]
+    assert stored == [(f"v{PROMPT_VERSION}:{settings.model}:{normalise(QUESTION)}", REWRITE.strip())]
+    plain.close()
+
+
+async def test_model_failure_falls_back_to_plain_search(settings: Settings, model: FakeAnthropic) -> None:
+    plain = Searcher(settings.db_path)
+    expected = await team_paths(plain, "how long does the circuit breaker stay open for payments?")
+    plain.close()
+    assert expected[0][0] == "zh/billing.md"
+
+    model.fail(500, times=10)
+    searcher = build_searcher(settings)
+    try:
+        got = await team_paths(searcher, "how long does the circuit breaker stay open for payments?")
+        assert got == expected
+        assert len(model.message_requests) == 2  # one try and the client's one retry, then plain search
+
+        # Resting after a failure: the next question does not wait on the model again.
+        assert (await team_paths(searcher, "灰度发布放多少流量"))[0][0] == "en/release.md"
+        assert len(model.message_requests) == 2
+    finally:
+        searcher.close()
+    # Nothing was cached for a failed rewrite.
+    conn = Searcher(settings.db_path)._conn()
+    assert conn is not None and conn.execute("SELECT count(*) FROM ix_rewrites").fetchone()[0] == 0
+
+
+async def test_empty_rewrite_is_cached_and_adds_nothing(settings: Settings, model: FakeAnthropic) -> None:
+    model.script(Reply(text="   "))
+    searcher = build_searcher(settings)
+    plain = Searcher(settings.db_path)
+    try:
+        assert await team_paths(searcher, "怎么回滚") == await team_paths(plain, "怎么回滚")
+        assert await team_paths(searcher, "怎么回滚") == await team_paths(plain, "怎么回滚")
+        assert len(model.message_requests) == 1
+    finally:
+        searcher.close()
+        plain.close()
+
+
+async def test_reply_cut_short_is_used_but_not_cached(settings: Settings, model: FakeAnthropic) -> None:
+    model.script(Reply(text="缓存穿透", stop_reason="max_tokens"), Reply(text=REWRITE))
+    searcher = build_searcher(settings)
+    try:
+        assert (await team_paths(searcher, QUESTION))[0][0] == "zh/cache.md"
+        assert (await team_paths(searcher, QUESTION))[0][0] == "zh/cache.md"  # asked again: the first was cut
+        assert len(model.message_requests) == 2
+        conn = searcher._conn()
+        assert conn is not None
+        assert [r[0] for r in conn.execute("SELECT value FROM ix_rewrites")] == [REWRITE.strip()]
+    finally:
+        searcher.close()
+
+
+def test_no_key_no_rewriter(tmp_path: Path) -> None:
+    searcher = build_searcher(Settings(db_path=tmp_path / "archbot.db"))
+    assert searcher.rewriter is None
+    assert searcher.search("anything") == []  # no index yet: nothing, and no model call either
+
+
+async def test_slow_model_times_out_to_plain_search(settings: Settings, model: FakeAnthropic) -> None:
+    client = anthropic.Anthropic(api_key=DEFAULT_API_KEY, base_url=model.base_url, timeout=0.3, max_retries=0)
+    searcher = Searcher(
+        settings.db_path, rewriter=ModelRewriter(client, model=settings.model, db_path=settings.db_path)
+    )
+    plain = Searcher(settings.db_path)
+    model.pause()  # the model never answers in time
+    try:
+        assert await team_paths(searcher, "怎么回滚") == await team_paths(plain, "怎么回滚")
+        assert len(model.message_requests) == 1
+    finally:
+        model.resume()
+        searcher.close()
+        plain.close()
