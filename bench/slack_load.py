@@ -56,7 +56,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def run_transport(transport: str, n: int, latency: float, concurrency: int) -> dict[str, float | str]:
+async def run_transport(
+    transport: str, n: int, latency: float, concurrency: int, rewrite: bool = False
+) -> dict[str, float | str]:
     slack = FakeSlack(redeliver_after=None)
     model = FakeAnthropic(first_token_latency=latency)
     await slack.start()
@@ -76,6 +78,8 @@ async def run_transport(transport: str, n: int, latency: float, concurrency: int
             "ARCHBOT_CONCURRENCY": str(concurrency),
             "ARCHBOT_REINDEX_MINUTES": "0",
             "ARCHBOT_LOG_LEVEL": "WARNING",
+            # The query rewrite (off by default) is a model call with the same fixed latency: --rewrite.
+            "ARCHBOT_QUERY_REWRITE": "true" if rewrite else "false",
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -186,6 +190,7 @@ async def main() -> None:
     parser.add_argument("--model-latency", type=float, default=0.5, help="fake model time to first token (s)")
     parser.add_argument("--transport", choices=["both", "http", "socket"], default="both")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rewrite", action="store_true", help="keep the model query rewrite on (one more call)")
     args = parser.parse_args()
     transports = ["http", "socket"] if args.transport == "both" else [args.transport]
     print(
@@ -194,7 +199,7 @@ async def main() -> None:
     )
     for n in args.n:
         for transport in transports:
-            r = await run_transport(transport, n, args.model_latency, args.concurrency)
+            r = await run_transport(transport, n, args.model_latency, args.concurrency, args.rewrite)
             print(
                 f"{r['transport']:<9} {r['n']:>4} {r['ack_p50_ms']:>6.1f}ms {r['ack_p99_ms']:>6.1f}ms "
                 f"{r['sign_p50_ms']:>7.0f}ms {r['sign_p99_ms']:>7.0f}ms "

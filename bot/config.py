@@ -152,10 +152,10 @@ class Settings(BaseSettings):
         description="Passages sent with a question.",
     )
     query_rewrite: bool = Field(
-        True,
+        False,
         validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),
-        description="With ANTHROPIC_API_KEY: rewrite each question into both languages before searching "
-        "(cached; falls back to plain search). `false` saves a model call per new question.",
+        description="With ANTHROPIC_API_KEY: rewrite each new question into both languages before searching "
+        "(cached; falls back to plain search). Costs a model round trip before the answer starts.",
     )
     stream_mode: Literal["auto", "stream", "update"] = Field(
         "auto",

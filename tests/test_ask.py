@@ -45,6 +45,7 @@ def test_ask_with_a_key_sends_the_passages_to_the_model(tmp_path: Path, model_in
         "ARCHBOT_DB": str(tmp_path / "a.db"),
         "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
         "ANTHROPIC_BASE_URL": model_in_background.base_url,
+        "ARCHBOT_QUERY_REWRITE": "true",
     }
     result = CliRunner().invoke(cli, ["ask", QUESTION], env=env)
     assert result.exit_code == 0, result.output
