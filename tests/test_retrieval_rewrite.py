@@ -35,6 +35,7 @@ def settings(tmp_path: Path, model: FakeAnthropic) -> Settings:
         docs=[docs],
         anthropic_api_key=DEFAULT_API_KEY,
         anthropic_base_url=model.base_url,
+        query_rewrite=True,
     )
     index_sources(settings)
     return settings
@@ -153,3 +154,8 @@ async def test_slow_model_times_out_to_plain_search(settings: Settings, model: F
         model.resume()
         searcher.close()
         plain.close()
+
+
+def test_rewrite_is_opt_in(tmp_path: Path) -> None:
+    settings = Settings(db_path=tmp_path / "archbot.db", anthropic_api_key=DEFAULT_API_KEY)
+    assert build_searcher(settings).rewriter is None
