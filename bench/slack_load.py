@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import statistics
 import sys
@@ -36,7 +35,7 @@ from tests.fakes.anthropic import FakeAnthropic  # noqa: E402
 from tests.fakes.signing import post_event  # noqa: E402
 from tests.fakes.slack import FakeSlack, event_callback, mention_event  # noqa: E402
 from tests.helpers import answers_in  # noqa: E402
-from tests.test_process import free_port  # noqa: E402
+from tests.test_process import bot_env, free_port  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -65,22 +64,13 @@ async def run_transport(
     await model.start()
     tmp = Path(tempfile.mkdtemp(prefix="archbot-bench-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "ARCHBOT_"))}
+    env = bot_env(tmp, slack, model, port)
     env.update(
         {
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": slack.signing_secret,
-            "SLACK_API_URL": slack.api_url,
-            "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
-            "ANTHROPIC_BASE_URL": model.base_url,
-            "ARCHBOT_DB": str(tmp / "archbot.db"),
-            "ARCHBOT_PORT": str(port),
             "ARCHBOT_CONCURRENCY": str(concurrency),
-            "ARCHBOT_REINDEX_MINUTES": "0",
             "ARCHBOT_LOG_LEVEL": "WARNING",
             # The query rewrite (off by default) is a model call with the same fixed latency: --rewrite.
             "ARCHBOT_QUERY_REWRITE": "true" if rewrite else "false",
-            "PYTHONPATH": str(ROOT),
         }
     )
     if transport == "socket":

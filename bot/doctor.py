@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from bot.config import DEFAULT_TEAM_PROFILE, PROJECT_ROOT, Settings
 from bot.logs import Redactor
+from bot.stats import format_age
 
 Status = Literal["ok", "fail", "warn", "info"]
 SYMBOLS: dict[Status, str] = {"ok": "✓", "fail": "✗", "warn": "!", "info": "–"}
@@ -115,17 +116,6 @@ def mask(secret: SecretStr | str | None) -> str:
         if value.startswith(prefix):
             return f"{prefix}…"
     return "set (hidden)"
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return "just now"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min ago"
-    if seconds < 36 * 3600:
-        return f"{round(seconds / 3600)} h ago"
-    return f"{round(seconds / 86400)} days ago"
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -434,7 +424,7 @@ def check_index(settings: Settings, store: Any) -> list[Check]:
         return [fail("index", "not indexed: run archbot index", fix)]
     now = time.time()
     indexed_at = summary.get("indexed_at")
-    when = f"; newest change indexed {_age(now - indexed_at)}" if indexed_at else ""
+    when = f"; newest change indexed {format_age(now - indexed_at)}" if indexed_at else ""
     sources = {str(s["source"]): s for s in summary["sources"]}
     names = ", ".join(f"{name} {s['documents']}" for name, s in sources.items())
     out = [ok("index", f"{summary['documents']} docs ({names}), {summary['chunks']} passages{when}")]

@@ -60,6 +60,18 @@ class Stats:
         return asdict(self)
 
 
+def format_age(seconds: float) -> str:
+    """How long ago, for people: "just now", "12 min ago", "3 h ago", "2 days ago"."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
     """The q-th percentile (0-100) by linear interpolation between closest ranks."""
     if not sorted_values:

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.slack.render import escape_mrkdwn
+from bot.stats import format_age
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,7 @@ def _slack_date(ts: float | None, fallback: str = "unknown") -> str:
 
 
 def _age(ts: float | None, now: float) -> str:
-    if not ts:
-        return "never"
-    seconds = max(0.0, now - ts)
-    if seconds < 90:
-        return "just now"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min ago"
-    if seconds < 36 * 3600:
-        return f"{round(seconds / 3600)} h ago"
-    return f"{round(seconds / 86400)} days ago"
+    return format_age(now - ts) if ts else "never"
 
 
 def _int(info: dict[str, Any], *names: str) -> int | None:

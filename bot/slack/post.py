@@ -194,7 +194,7 @@ class ReplyPoster:
             return
         if self.mode == "stream" and await self._stream_to(text):
             return
-        await self._update_to(build_progress_text(text), progress=True)
+        await self._update_to(build_progress_text(text))
 
     async def _stream_to(self, text: str) -> bool:
         """Make the stream show `text`; False when streaming is refused (the caller falls back)."""
@@ -233,31 +233,29 @@ class ReplyPoster:
         self.mode = "update"
         return False
 
-    async def _update_to(self, text: str, *, progress: bool, blocks: list[dict] | None = None) -> None:
-        markdown_blocks = blocks if blocks is not None else [{"type": "markdown", "text": text}]
-        fallback = build_fallback_text(text)
+    async def _update_to(self, text: str) -> None:
+        """Show partial text the plain way: post the reply message, or edit it."""
+        await self._put(text=build_fallback_text(text), blocks=[{"type": "markdown", "text": text}])
+        self._shown = text
+
+    async def _put(self, *, text: str, blocks: list[dict]) -> None:
+        """Make the reply message show this: post it when there is none yet, else close any stream and edit it."""
         if self.ts is None:
             ts = await post_message(
                 self.client,
                 channel=self.channel,
-                text=fallback,
-                blocks=markdown_blocks,
+                text=text,
+                blocks=blocks,
                 thread_ts=self.thread_ts,
                 metrics=self.metrics,
             )
             await self._first_post(ts)
-        else:
-            if self._streaming:
-                await self._stop_stream()
-            await update_message(
-                self.client,
-                channel=self.channel,
-                ts=self.ts,
-                text=fallback,
-                blocks=markdown_blocks,
-                metrics=self.metrics,
-            )
-        self._shown = text
+            return
+        if self._streaming:
+            await self._stop_stream()
+        await update_message(
+            self.client, channel=self.channel, ts=self.ts, text=text, blocks=blocks, metrics=self.metrics
+        )
 
     async def _first_post(self, ts: str) -> None:
         self.ts = ts
@@ -312,27 +310,7 @@ class ReplyPoster:
             except SlackApiError as exc:
                 log.info("final append refused", extra={"channel": self.channel, "error": _error_code(exc)})
         if not done:
-            if self.ts is None:
-                ts = await post_message(
-                    self.client,
-                    channel=self.channel,
-                    text=first_text,
-                    blocks=first_blocks,
-                    thread_ts=self.thread_ts,
-                    metrics=self.metrics,
-                )
-                await self._first_post(ts)
-            else:
-                if self._streaming:
-                    await self._stop_stream()
-                await update_message(
-                    self.client,
-                    channel=self.channel,
-                    ts=self.ts,
-                    text=first_text,
-                    blocks=first_blocks,
-                    metrics=self.metrics,
-                )
+            await self._put(text=first_text, blocks=first_blocks)
         assert self.ts is not None
         out = [self.ts]
         for text, blocks in parts[1:]:
