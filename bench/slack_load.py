@@ -5,7 +5,9 @@
 The bot runs as a real `archbot run` process; the fake Slack and fake model run in this one.
 The model answers after a fixed time to first token, so what is left is the bot's own cost.
 Printed per transport:
-- ack latency p50/p99 (HTTP: the POST round trip; Socket Mode: envelope sent → ack received);
+- ack latency p50/p99 as Slack would see it (HTTP: the POST round trip, new connections included;
+  Socket Mode: envelope sent → ack received), and the bot's own ack time p99 from its
+  `archbot_ack_seconds` histogram (the upper bound of the bucket holding it);
 - sign of work p50/p99: event sent → the 👀 reaction on the question (added right after enqueue);
 - queue wait p50/p99: event sent → a worker starts the job (ARCHBOT_CONCURRENCY caps model calls);
 - bot overhead p50/p99: job start → first visible text in the thread, minus the model's own time to
@@ -43,6 +45,19 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def histogram_quantile(metrics_text: str, name: str, q: float) -> float:
+    """The upper bound of the bucket holding quantile q of a Prometheus histogram (as PromQL would bound it)."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    total = buckets[-1][1]
+    return next(le for le, count in sorted(buckets) if count >= q * total)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -130,6 +145,8 @@ async def run_transport(
                 lambda f: all(answers_in(f, "C1", p.ts) for p in parents), timeout=max(60.0, n * latency)
             )
             elapsed = time.monotonic() - t0
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                server_p99 = histogram_quantile(await resp.text(), "archbot_ack_seconds", 0.99)
             exactly_once = all(len(answers_in(slack, "C1", p.ts)) == 1 for p in parents)
             first_visible: dict[str, float] = {}
             for call in slack.calls:
@@ -161,6 +178,7 @@ async def run_transport(
         "n": n,
         "ack_p50_ms": pct(acks, 50) * 1000,
         "ack_p99_ms": pct(acks, 99) * 1000,
+        "server_ack_p99_ms": server_p99 * 1000,
         "sign_p50_ms": pct(sign, 50) * 1000,
         "sign_p99_ms": pct(sign, 99) * 1000,
         "queue_p50_ms": pct(queue, 50) * 1000,
@@ -180,18 +198,20 @@ async def main() -> None:
     parser.add_argument("--model-latency", type=float, default=0.5, help="fake model time to first token (s)")
     parser.add_argument("--transport", choices=["both", "http", "socket"], default="both")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (each a fresh bot)")
     parser.add_argument("--rewrite", action="store_true", help="keep the model query rewrite on (one more call)")
     args = parser.parse_args()
     transports = ["http", "socket"] if args.transport == "both" else [args.transport]
     print(
-        f"{'transport':<9} {'n':>4} {'ack p50':>8} {'ack p99':>8} {'sign p50':>9} {'sign p99':>9} "
+        f"{'transport':<9} {'n':>4} {'ack p50':>8} {'ack p99':>8} {'srv p99≤':>8} {'sign p50':>9} {'sign p99':>9} "
         f"{'queue p50':>9} {'queue p99':>9} {'ovh p50':>8} {'ovh p99':>8} {'ans/s':>6} {'once':>5} {'RSS MB':>7}"
     )
     for n in args.n:
-        for transport in transports:
+        for transport in [t for t in transports for _ in range(args.repeat)]:
             r = await run_transport(transport, n, args.model_latency, args.concurrency, args.rewrite)
             print(
                 f"{r['transport']:<9} {r['n']:>4} {r['ack_p50_ms']:>6.1f}ms {r['ack_p99_ms']:>6.1f}ms "
+                f"{r['server_ack_p99_ms']:>6.0f}ms "
                 f"{r['sign_p50_ms']:>7.0f}ms {r['sign_p99_ms']:>7.0f}ms "
                 f"{r['queue_p50_ms']:>7.0f}ms {r['queue_p99_ms']:>7.0f}ms "
                 f"{r['overhead_p50_ms']:>6.0f}ms {r['overhead_p99_ms']:>6.0f}ms {r['answers_per_s']:>6.1f} "
