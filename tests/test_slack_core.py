@@ -25,6 +25,15 @@ def url(bot) -> str:
     return f"http://127.0.0.1:{bot.port}"
 
 
+async def mention(bot, slack: FakeSlack, text: str, *, channel: str = "C1", user: str = "U1"):
+    """A person's top-level mention of the bot, delivered as a signed Events API POST; returns the message."""
+    message = slack.add_message(channel, text, user=user)
+    payload = event_callback(mention_event(message.text, channel=channel, user=user, ts=message.ts))
+    status, _ = await post_event(url(bot), slack.signing_secret, payload)
+    assert status == 200
+    return message
+
+
 def user_texts(request_body: dict) -> str:
     """Every text the model was sent in user/assistant turns, joined."""
     out = []
@@ -82,12 +91,7 @@ async def test_dm_needs_no_mention(tmp_path: Path, slack: FakeSlack, model: Fake
 
 async def test_followup_without_mention_uses_the_whole_thread(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
     async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
-        parent = slack.add_message("C1", "<@UBOT> should billing use an outbox?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> should billing use an outbox?", channel="C1")
         await wait_answers(slack, "C1", parent.ts)
         reply = slack.add_message("C1", "and what about retries?", user="U2", thread_ts=parent.ts)
         payload = event_callback(message_event(reply.text, channel="C1", user="U2", ts=reply.ts, thread_ts=parent.ts))
@@ -121,12 +125,7 @@ async def test_ignores_bots_edits_and_foreign_threads(tmp_path: Path, slack: Fak
             status, _ = await post_event(url(bot), slack.signing_secret, event_callback(event))
             assert status == 200
         # A real question afterwards is answered: proof the ignored ones were processed first.
-        parent = slack.add_message("C2", "<@UBOT> ping", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C2", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> ping", channel="C2")
         await wait_answers(slack, "C2", parent.ts)
         assert len(all_answers(slack)) == 1
         assert bot.store.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 1
@@ -167,12 +166,7 @@ async def test_redeliveries_and_twins_yield_one_answer(tmp_path: Path, slack: Fa
 async def test_model_overloaded_twice_then_fine(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
     model.fail(status=529, times=2, error_type="overloaded_error")
     async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
-        parent = slack.add_message("C1", "<@UBOT> survive overload?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> survive overload?", channel="C1")
         answers = await wait_answers(slack, "C1", parent.ts)
         assert len(answers) == 1 and "survive overload?" in message_text(answers[0])
         assert not answers[0].text.startswith(":warning:")
@@ -183,23 +177,13 @@ async def test_model_always_failing_gives_one_failure_then_recovers(
 ):
     model.fail(status=500, times=50, error_type="api_error")
     async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
-        parent = slack.add_message("C1", "<@UBOT> will this fail?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> will this fail?", channel="C1")
         answers = await wait_answers(slack, "C1", parent.ts, timeout=20)
         assert len(answers) == 1
         assert answers[0].text.startswith(":warning:")
         assert "Traceback" not in answers[0].text and "500" not in answers[0].text
         model.reset()
-        second = slack.add_message("C1", "<@UBOT> and now?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(second.text, channel="C1", user="U1", ts=second.ts)),
-        )
+        second = await mention(bot, slack, "<@UBOT> and now?", channel="C1")
         later = await wait_answers(slack, "C1", second.ts)
         assert "and now?" in message_text(later[0])
         await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1, "failed": 1})
@@ -210,12 +194,7 @@ async def test_slack_rate_limits_on_post_and_update(tmp_path: Path, slack: FakeS
     slack.fail("chat.update", status=429, times=2, retry_after=0)
     settings = bot_settings(tmp_path, slack, model, stream_mode="update")
     async with running_bot(settings) as bot:
-        parent = slack.add_message("C1", "<@UBOT> rate limited?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> rate limited?", channel="C1")
         answers = await wait_answers(slack, "C1", parent.ts)
         assert len(answers) == 1 and "rate limited?" in message_text(answers[0])
         failed = [c for c in slack.calls_to("chat.postMessage", include_failed=True) if c.failed]
@@ -226,12 +205,7 @@ async def test_expired_stream_falls_back_to_update(tmp_path: Path, slack: FakeSl
     slack.expire_streams(True)
     model.script(Reply(text="A long answer. " * 40, chunk_chars=50))
     async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
-        parent = slack.add_message("C1", "<@UBOT> long one", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> long one", channel="C1")
         answers = await wait_answers(slack, "C1", parent.ts)
         assert len(answers) == 1
         assert message_text(answers[0]).count("A long answer.") == 40
@@ -266,12 +240,7 @@ async def test_health_ready_and_metrics(tmp_path: Path, slack: FakeSlack, model:
         async with session.get(url(bot) + "/readyz") as resp:
             body = await resp.json()
             assert resp.status == 200 and body["checks"] == {"database": True, "slack": True, "workers": True}
-        parent = slack.add_message("C1", "<@UBOT> metrics?", user="U1")
-        await post_event(
-            url(bot),
-            slack.signing_secret,
-            event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)),
-        )
+        parent = await mention(bot, slack, "<@UBOT> metrics?", channel="C1")
         await wait_answers(slack, "C1", parent.ts)
         await slack.wait_for(lambda f: bot.store.queue_depth() == 0)
         async with session.get(url(bot) + "/metrics") as resp:
