@@ -37,13 +37,12 @@ import rjieba
 
 from bot.retrieval.rewrite import Rewriter
 from bot.retrieval.text import (
-    _CAMEL,
     _CJK_CHAR,
-    _SEP,
     _TOKEN_OR_CJK,
     MAX_WORD,
     fold,
     glossary,
+    split_identifier,
     stopwords,
 )
 from bot.types import Hit
@@ -117,11 +116,7 @@ def _units(query: str) -> list[_Unit]:
             continue
         if len(run) > MAX_WORD:
             continue
-        pieces = [p for p in _SEP.split(run) if p]
-        parts: list[str] = []
-        for piece in pieces:
-            camel = _CAMEL.findall(piece)
-            parts.extend(camel if camel else [piece])
+        pieces, parts = split_identifier(run)
         if len(parts) > 1:
             whole = "_".join(p.lower() for p in pieces)
             alts = [(whole,), tuple(fold(p) for p in parts)]

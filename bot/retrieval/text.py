@@ -69,14 +69,22 @@ def fold(word: str) -> str:
     return w
 
 
-def _ascii_terms(word: str, out: list[str]) -> None:
-    if len(word) > MAX_WORD:
-        return
+def split_identifier(word: str) -> tuple[list[str], list[str]]:
+    """(pieces between separators, words within them): `device.connectionLost` →
+    (["device", "connectionLost"], ["device", "connection", "Lost"]). Indexing and query analysis
+    both split with this, so an identifier breaks the same way on both sides."""
     pieces = [p for p in _SEP.split(word) if p]
     parts: list[str] = []
     for piece in pieces:
         camel = _CAMEL.findall(piece)
         parts.extend(camel if camel else [piece])
+    return pieces, parts
+
+
+def _ascii_terms(word: str, out: list[str]) -> None:
+    if len(word) > MAX_WORD:
+        return
+    pieces, parts = split_identifier(word)
     if len(parts) > 1:
         out.append("_".join(p.lower() for p in pieces))  # the identifier whole
         # camelCase words also whole (getUserById → getuserbyid)
