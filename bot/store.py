@@ -170,6 +170,14 @@ def connect(path: Path | str) -> Database:
     return db
 
 
+def _insert_thread(db: Database, *, channel: str, thread_ts: str, channel_type: str, started_by: str | None) -> None:
+    """Remember a thread the bot takes part in (follow-ups there need no mention)."""
+    db.execute(
+        "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at) VALUES (?,?,?,?,?)",
+        (channel, thread_ts, channel_type, started_by, time.time()),
+    )
+
+
 def _job(row: dict[str, Any]) -> Job:
     return Job(
         id=row["id"],
@@ -260,11 +268,7 @@ class Store:
                 return None
             job_id = int(cursor.lastrowid or 0)
             if kind != "review" and thread_ts:
-                db.execute(
-                    "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at)"
-                    " VALUES (?,?,?,?,?)",
-                    (channel, thread_ts, channel_type, user, now),
-                )
+                _insert_thread(db, channel=channel, thread_ts=thread_ts, channel_type=channel_type, started_by=user)
             return job_id
 
     def claim_job(self, *, owner: str = "", lease_seconds: float = LEASE_SECONDS) -> Job | None:
@@ -340,11 +344,7 @@ class Store:
 
     def add_thread(self, *, channel: str, thread_ts: str, channel_type: str, started_by: str | None) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO threads (channel, thread_ts, channel_type, started_by, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (channel, thread_ts, channel_type, started_by, time.time()),
-            )
+            _insert_thread(db, channel=channel, thread_ts=thread_ts, channel_type=channel_type, started_by=started_by)
 
     # -- answers -------------------------------------------------------------------------
     def record_answer(
