@@ -49,6 +49,7 @@ from bot.slack.post import (
     post_ephemeral,
     post_message,
     remove_reaction,
+    update_message,
 )
 from bot.store import MAX_ATTEMPTS, Store
 from bot.types import Answer, Hit, Job, Turn
@@ -273,8 +274,8 @@ class JobRunner:
             return
         if job.channel_type in ("unknown", "command"):
             job.channel_type = await resolve_channel_type(self.client, job.channel)
-        if job.kind != "review":
-            # Normally added at enqueue already; after a restart the job may be all that is left.
+        if job.kind != "review" and job.attempts > 1:
+            # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
         if job.channel_type == "im":
             await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status=THINKING_STATUS)
@@ -437,7 +438,9 @@ class JobRunner:
         text, blocks = render.build_failure_message(internal=internal)
         try:
             if job.reply_ts:
-                await self.client.chat_update(channel=job.channel, ts=job.reply_ts, text=text, blocks=blocks)
+                await update_message(
+                    self.client, channel=job.channel, ts=job.reply_ts, text=text, blocks=blocks, metrics=self.metrics
+                )
             else:
                 await post_message(
                     self.client,

@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.app import Deps
+from bot.slack.post import post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,9 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
             except SlackApiError:
                 pass  # the thanks below is enough
         thanks = "Thanks for the feedback!" if value == "up" else "Thanks: noted that this answer missed the mark."
-        try:
-            await client.chat_postEphemeral(
-                channel=channel, user=user, text=thanks, thread_ts=message.get("thread_ts") or message_ts
-            )
-        except SlackApiError as exc:
-            log.info("feedback acknowledgement failed", extra={"error": exc.response.get("error")})
+        await post_ephemeral(
+            client, channel=channel, user=user, text=thanks, thread_ts=message.get("thread_ts") or message_ts
+        )
 
     @app.view(FEEDBACK_CALLBACK)
     async def on_feedback_comment(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -93,9 +93,12 @@ async def update_message(
         raise SlackPostError("chat.update failed", channel=channel, thread_ts=ts, error=_error_code(exc)) from exc
 
 
-async def post_ephemeral(client: AsyncWebClient, *, channel: str, user: str, text: str) -> bool:
+async def post_ephemeral(
+    client: AsyncWebClient, *, channel: str, user: str, text: str, thread_ts: str | None = None
+) -> bool:
+    """A message only `user` sees; False (logged) when Slack refuses."""
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text)
+        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
         return True
     except SlackApiError as exc:
         log.warning("ephemeral message failed", extra={"channel": channel, "error": _error_code(exc)})
