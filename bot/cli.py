@@ -116,7 +116,7 @@ def digest(ctx: click.Context, mode: str, since: object) -> None:
     Example: archbot digest --post
     """
     settings = _settings(ctx)
-    from bot.digest import digest_command
+    from bot.digest.command import digest_command
 
     sys.exit(digest_command(settings, post=mode == "post", since=since))  # type: ignore[arg-type]
 

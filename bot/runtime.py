@@ -29,8 +29,9 @@ from bot.jobs import JobRunner
 from bot.logs import setup_logging
 from bot.metrics import Metrics
 from bot.server import Readiness, build_web_app
-from bot.slack.app import Deps, build_app, build_client
+from bot.slack.app import build_app, build_client
 from bot.slack.context import BotIdentity
+from bot.slack.deps import Deps
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class Bot:
         if index:
             self._background.append(asyncio.create_task(_reindex_loop(settings, self.stop_event), name="reindex"))
         if settings.digest_channel:
-            from bot.digest import DigestScheduler
+            from bot.schedule import DigestScheduler
 
             scheduler = DigestScheduler(settings, self.store, self.client, self._anthropic)
             self._background.append(asyncio.create_task(scheduler.run(self.stop_event), name="digest"))

@@ -310,7 +310,7 @@ class DigestScheduler:
         return Tick("posted", period.key, next_at, ts=ts)
 
     async def _post_digest(self, period: Period) -> str:
-        from bot.digest import post_scheduled_digest
+        from bot.digest.post import post_scheduled_digest
 
         assert self.channel is not None
 

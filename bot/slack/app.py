@@ -10,7 +10,6 @@ listener in one place (`bot/slack/listeners.py`), whichever transport delivers t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import aiohttp
 from slack_bolt.app.async_app import AsyncApp
@@ -22,23 +21,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.jobs import WorkSignal
-from bot.metrics import Metrics
-from bot.store import Store
+from bot.slack.deps import Deps
+from bot.slack.listeners import register_listeners
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Deps:
-    """What listeners need: the store to persist jobs, and a way to wake the workers."""
-
-    settings: Settings
-    store: Store
-    metrics: Metrics
-    wake: WorkSignal = field(default_factory=WorkSignal)
-    accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)
-    searcher: object | None = None  # bot.retrieval.Searcher, for the App Home and assistant prompts
 
 
 def build_client(
@@ -72,7 +58,5 @@ def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("slack_bolt.App"),
     )
-    from bot.slack.listeners import register_listeners
-
     register_listeners(app, deps)
     return app

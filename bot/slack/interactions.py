@@ -19,7 +19,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.app import Deps
+from bot.slack.deps import Deps
 from bot.slack.post import post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
 

@@ -27,7 +27,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.app import Deps
+from bot.slack.deps import Deps
+from bot.slack.interactions import register_interactions
 from bot.slack.post import WORKING_REACTION, add_reaction
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,5 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
     @app.event("assistant_thread_context_changed")
     async def on_assistant_context(event: dict[str, Any]) -> None:
         return None
-
-    from bot.slack.interactions import register_interactions
 
     register_interactions(app, deps)

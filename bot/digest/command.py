@@ -1,0 +1,77 @@
+"""`archbot digest`: print the digest as markdown, or post it to ARCHBOT_DIGEST_CHANNEL."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from bot.config import Settings
+from bot.digest.post import post_digest
+from bot.digest.render import render_markdown, render_slack_messages
+from bot.digest.summarise import build_digest
+from bot.store import Store
+
+DEFAULT_DAYS = 7
+
+
+def _config_error(variable: str, problem: str) -> int:
+    print(f"archbot: configuration error: {variable}: {problem}", file=sys.stderr)
+    return 2
+
+
+def resolve_window(
+    settings: Settings, since: datetime | None, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[since, now): a naive `--since` date is read in ARCHBOT_TZ; the default is 7 days back."""
+    zone = settings.zone
+    until = (now or datetime.now(UTC)).astimezone(zone)
+    if since is None:
+        return until - timedelta(days=DEFAULT_DAYS), until
+    start = since.replace(tzinfo=zone) if since.tzinfo is None else since.astimezone(zone)
+    return start, until
+
+
+def digest_command(settings: Settings, *, post: bool, since: datetime | None) -> int:
+    """`archbot digest`: print the digest as markdown (default) or post it to ARCHBOT_DIGEST_CHANNEL."""
+    if post and not settings.digest_channel:
+        return _config_error("ARCHBOT_DIGEST_CHANNEL", "is not set; `archbot digest --post` needs a channel id")
+    if post and settings.slack_bot_token is None:
+        return _config_error("SLACK_BOT_TOKEN", "is required for `archbot digest --post` (a bot token, xoxb-...)")
+    start, until = resolve_window(settings, since)
+    if start >= until:
+        print("archbot: --since must be in the past", file=sys.stderr)
+        return 2
+    store = Store(settings.db_path)
+    try:
+        return asyncio.run(_digest(settings, store, post=post, since=start, until=until))
+    finally:
+        store.close()
+
+
+async def _digest(settings: Settings, store: Store, *, post: bool, since: datetime, until: datetime) -> int:
+    from bot.errors import SlackPostError
+    from bot.slack.app import build_client
+
+    slack = build_client(settings) if settings.slack_bot_token is not None else None
+    started = time.monotonic()
+    data = await build_digest(settings, store, slack, None, since=since, until=until)
+    if not post:
+        sys.stdout.write(render_markdown(data))
+        return 0
+    assert slack is not None and settings.digest_channel is not None
+    messages = render_slack_messages(data)
+    try:
+        ts = await post_digest(slack, channel=settings.digest_channel, messages=messages)
+    except SlackPostError as exc:
+        print(f"archbot: Slack refused the digest ({exc.error or 'error'})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # network trouble: one line, not a traceback
+        print(f"archbot: could not reach Slack at SLACK_API_URL ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    print(
+        f"Posted the digest to {settings.digest_channel} (ts {ts}, {len(messages)} message(s), "
+        f"{time.monotonic() - started:.1f} s)."
+    )
+    return 0

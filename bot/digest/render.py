@@ -1,0 +1,263 @@
+"""Stage 3: the digest as markdown (the CLI) or as Slack messages (the post). Pure.
+
+Slack limits are respected: section text ≤ 3000 characters, ≤ 50 blocks and a short `text`
+fallback per message; a digest too long for one message becomes a parent message (title,
+summary, numbers) with the detailed sections as replies in its thread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bot.digest.data import MAX_ITEMS, DigestData, format_range, listing
+
+SECTION_LIMIT = 3000  # Slack: a section block's text
+MAX_BLOCKS = 50  # Slack: blocks per message
+TEXT_LIMIT = 40_000  # Slack: `text` per message
+MESSAGE_CHARS = 11_000  # our own cap per message, so a digest reads without "show more" walls
+FALLBACK_CHARS = 300  # notification text
+
+SKIP_LABELS: dict[str, tuple[str, str]] = {  # reason -> (one, several)
+    "deleted": ("deleted thread", "deleted threads"),
+    "channel_left": ("thread in a channel the bot left", "threads in channels the bot left"),
+    "channel_check_failed": ("thread whose channel check failed", "threads whose channel check failed"),
+    "unverified": ("thread from a channel not verified as public", "threads from channels not verified as public"),
+    "permalink_failed": ("thread whose permalink failed", "threads whose permalink failed"),
+}
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
+
+
+def md_escape(text: str) -> str:
+    """Escape user text so it shows literally in markdown (and, converted, in Slack mrkdwn)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _md_link(label: str, url: str | None) -> str:
+    if not url:
+        return label
+    from bot.slack.render import citation_url
+    from bot.types import Citation
+
+    safe = citation_url(Citation(path="", source="", url=url)) or url
+    return f"[{label}]({safe})"
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str]  # markdown, one item per line
+    detail: bool = True  # False: stays in the parent message when the digest is split
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _more(total: int) -> list[str]:
+    return [f"- …and {total - MAX_ITEMS} more"] if total > MAX_ITEMS else []
+
+
+def build_sections(data: DigestData) -> list[Section]:
+    """The digest as titled markdown sections (shared by the markdown print and the Slack post)."""
+    sections: list[Section] = []
+    if data.summary:
+        sections.append(Section("This week", data.summary.splitlines(), detail=False))
+    n = data.numbers
+    latency = (
+        "–"
+        if n.median_latency_ms is None
+        else (f"{n.median_latency_ms / 1000:.1f} s" if n.median_latency_ms >= 1000 else f"{n.median_latency_ms:.0f} ms")
+    )
+    cost = f"{'~' if n.cost_estimated else ''}${n.cost_usd:.2f}"
+    sections.append(
+        Section(
+            "The week in numbers",
+            [
+                f"- Questions: {n.questions} in {_count(n.threads, 'thread')} ({n.answered} answered, "
+                f"{_count(n.clarifications, 'clarification')}, {n.failures} failed)",
+                f"- Median answer time: {latency}",
+                f"- Feedback: 👍 {n.thumbs_up} · 👎 {n.thumbs_down}",
+                f"- Tokens: {n.tokens:,} · cost {cost}",
+            ],
+            detail=False,
+        )
+    )
+    if data.topics:
+        lines: list[str] = []
+        shown, left_threads, left_topics = listing(data.topics)
+        for topic, items, more in shown:
+            if lines:
+                lines.append("")  # a blank line, so the heading does not continue the list above
+            lines.append(f"**{md_escape(topic)}** ({len(items) + more})")
+            lines.extend(f"- {_md_link(md_escape(t.line), t.permalink)}" for t in items)
+            if more:
+                lines.append(f"- …and {more} more")
+        if left_threads:
+            lines += ["", f"…and {_count(left_threads, 'thread')} in {_count(left_topics, 'other topic')}."]
+        sections.append(Section("Threads answered", lines))
+    if data.decisions:
+        lines = [
+            f"- {_md_link(md_escape(d.text), d.permalink)}" + (f" _({d.note})_" if d.note else "")
+            for d in data.decisions[:MAX_ITEMS]
+        ]
+        sections.append(Section("Decisions", lines + _more(len(data.decisions))))
+    if data.open_questions:
+        lines = [f"- {_md_link(md_escape(o.text), o.permalink)} _({o.note})_" for o in data.open_questions[:MAX_ITEMS]]
+        sections.append(Section("Open questions", lines + _more(len(data.open_questions))))
+    if data.gaps:
+        lines = []
+        for g in data.gaps[:MAX_ITEMS]:
+            label = "Docs disagree" if g.kind == "conflict" else "Not in the docs"
+            files = ", ".join(f"`{f}`" for f in g.files) if g.files else "no document covers this yet"
+            lines.append(f"- **{label}:** {_md_link(md_escape(g.description), g.permalink)} (fix: {files})")
+        sections.append(Section("Knowledge gaps", lines + _more(len(data.gaps))))
+    if data.top_docs:
+        sections.append(
+            Section(
+                "Most-cited docs",
+                [f"- {_md_link(md_escape(d.label), d.url)} ({d.count})" for d in data.top_docs],
+            )
+        )
+    return sections
+
+
+def build_footer(data: DigestData) -> str:
+    parts: list[str] = []
+    if data.skipped:
+        skipped = ", ".join(
+            f"{n} {SKIP_LABELS.get(reason, (reason, reason))[0 if n == 1 else 1]}"
+            for reason, n in sorted(data.skipped.items())
+        )
+        parts.append(f"Skipped: {skipped}.")
+    if data.private_left_out:
+        parts.append(f"{data.private_left_out} private or direct-message thread(s) left out.")
+    if data.summary:
+        parts.append("Summary written by Claude from the threads listed.")
+    elif data.summary_failed:
+        parts.append("Plain digest: the model was not available.")
+    return " ".join(parts)
+
+
+def title(data: DigestData) -> str:
+    return f"Architecture digest · {format_range(data.since, data.until)}"
+
+
+def render_markdown(data: DigestData) -> str:
+    """The digest as one markdown document (for `archbot digest --dry-run`)."""
+    out = [f"# {title(data)}", ""]
+    if data.empty:
+        out += ["No architecture questions in this period.", ""]
+    for s in build_sections(data):
+        out += [f"## {s.title}", "", *s.lines, ""]
+    footer = build_footer(data)
+    if footer:
+        out += ["---", f"_{footer}_", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+@dataclass
+class SlackMessage:
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+def _chunks(mrkdwn: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Split on line boundaries into pieces of at most `limit` characters."""
+    pieces: list[str] = []
+    current = ""
+    for line in mrkdwn.split("\n"):
+        while len(line) > limit:  # a single overlong line: cut it
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[: limit - 1] + "…")
+            line = ""
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            pieces.append(current)
+            current = line
+        else:
+            current = candidate
+    if current.strip():
+        pieces.append(current)
+    return [p for p in pieces if p.strip()]
+
+
+_GROUP_HEADING = re.compile(r"^(\*[^\n]+\* \(\d+\))\n\n", re.MULTILINE)
+
+
+def _section_blocks(section: Section) -> list[dict[str, Any]]:
+    from bot.slack.render import to_mrkdwn
+
+    body = to_mrkdwn("\n".join(section.lines)).strip("\n")
+    body = _GROUP_HEADING.sub(r"\1\n", body)  # a topic's heading sits right above its threads
+    text = f"*{section.title}*\n{body}"
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}} for piece in _chunks(text)]
+
+
+def _size(blocks: list[dict[str, Any]]) -> int:
+    total = 0
+    for b in blocks:
+        text = b.get("text")
+        if isinstance(text, dict):
+            total += len(text.get("text", ""))
+        for element in b.get("elements", []) or []:
+            total += len(element.get("text", "")) if isinstance(element, dict) else 0
+    return total
+
+
+def _fallback(text: str) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= FALLBACK_CHARS else text[: FALLBACK_CHARS - 1] + "…"
+
+
+def render_slack_messages(data: DigestData) -> list[SlackMessage]:
+    """The digest as Slack messages: one when it fits, else a parent and its thread replies."""
+    head = title(data)
+    header: dict[str, Any] = {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}}
+    sections = build_sections(data)
+    footer_text = build_footer(data)
+    footer: list[dict[str, Any]] = (
+        [{"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text[:3000]}]}] if footer_text else []
+    )
+    empty: list[dict[str, Any]] = (
+        [{"type": "section", "text": {"type": "mrkdwn", "text": "No architecture questions in this period."}}]
+        if data.empty
+        else []
+    )
+    n = data.numbers
+    summary_line = f"{head}: {n.questions} questions, {len(data.gaps)} knowledge gaps"
+
+    every: list[dict[str, Any]] = [header, *empty]
+    for s in sections:
+        every += _section_blocks(s)
+    every += footer
+    if len(every) <= MAX_BLOCKS and _size(every) <= MESSAGE_CHARS:
+        return [SlackMessage(text=_fallback(summary_line), blocks=every)]
+
+    parent: list[dict[str, Any]] = [header, *empty]
+    for s in sections:
+        if not s.detail:
+            parent += _section_blocks(s)
+    parent.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "The details are in the thread."}]})
+    parent += footer
+    messages = [SlackMessage(text=_fallback(summary_line), blocks=parent[:MAX_BLOCKS])]
+    current: list[dict[str, Any]] = []
+    for s in sections:
+        if not s.detail:
+            continue
+        for block in _section_blocks(s):
+            if current and (len(current) + 1 > MAX_BLOCKS or _size(current) + _size([block]) > MESSAGE_CHARS):
+                messages.append(SlackMessage(text="", blocks=current))
+                current = []
+            current.append(block)
+    if current:
+        messages.append(SlackMessage(text="", blocks=current))
+    total = len(messages) - 1
+    for i, m in enumerate(messages[1:], start=1):
+        m.text = _fallback(f"{head} (part {i} of {total})")
+    return messages

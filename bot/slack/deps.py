@@ -1,0 +1,22 @@
+"""What every listener needs, in one value built by the runtime (no Slack wiring here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.config import Settings
+from bot.jobs import WorkSignal
+from bot.metrics import Metrics
+from bot.store import Store
+
+
+@dataclass
+class Deps:
+    """What listeners need: the store to persist jobs, and a way to wake the workers."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    wake: WorkSignal = field(default_factory=WorkSignal)
+    accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)
+    searcher: object | None = None  # bot.retrieval.Searcher, for the App Home and assistant prompts
