@@ -106,19 +106,24 @@ def ask(ctx: click.Context, question: str) -> None:
 
 
 @cli.command()
-@click.option("--dry-run", "mode", flag_value="dry-run", default=True, help="Print the digest (default).")
-@click.option("--post", "mode", flag_value="post", help="Post it to ARCHBOT_DIGEST_CHANNEL.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Print the digest as markdown (the default).")
+@click.option("--post", is_flag=True, help="Post it to ARCHBOT_DIGEST_CHANNEL (once per window).")
+@click.option("--repost", is_flag=True, help="With --post: post again a window that was already posted.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Start date (default: 7 days ago).")
 @click.pass_context
-def digest(ctx: click.Context, mode: str, since: object) -> None:
+def digest(ctx: click.Context, dry_run: bool, post: bool, repost: bool, since: object) -> None:
     """Build the weekly digest; print it as markdown, or post it.
 
     Example: archbot digest --post
     """
+    if dry_run and (post or repost):
+        raise click.UsageError("--dry-run prints and --post posts: give one of them")
+    if repost and not post:
+        raise click.UsageError("--repost goes with --post")
     settings = _settings(ctx)
     from bot.digest.command import digest_command
 
-    sys.exit(digest_command(settings, post=mode == "post", since=since))  # type: ignore[arg-type]
+    sys.exit(digest_command(settings, post=post, since=since, repost=repost))  # type: ignore[arg-type]
 
 
 @cli.command()

@@ -595,3 +595,72 @@ async def test_cli_post_reaches_the_channel(tmp_path: Path, slack: FakeSlack) ->
     assert "Posted the digest to CDIGEST" in result.stdout
     parents = [c for c in slack.calls_to("chat.postMessage") if c.args["channel"] == "CDIGEST"]
     assert parents and "Should retries use jitter?" in everything([c.args for c in parents])
+
+
+async def test_dry_run_and_post_together_exit_2_and_post_nothing(tmp_path: Path, slack: FakeSlack) -> None:
+    db = tmp_path / "a.db"
+    store = Store(db)
+    add_to_slack(slack, seed(store))
+    store.close()
+    env = {
+        "ARCHBOT_DB": str(db),
+        "ARCHBOT_DIGEST_CHANNEL": "CDIGEST",
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_API_URL": slack.api_url,
+    }
+    for args in (["digest", "--dry-run", "--post"], ["digest", "--post", "--dry-run"], ["digest", "--repost"]):
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+        assert result.exit_code == 2, args
+        assert "--post" in result.stderr
+    assert slack.calls_to("chat.postMessage") == []
+
+
+async def test_a_posted_window_is_not_posted_again_without_repost(tmp_path: Path, slack: FakeSlack) -> None:
+    db = tmp_path / "a.db"
+    store = Store(db)
+    add_to_slack(slack, seed(store))
+    store.close()
+    env = {
+        "ARCHBOT_DB": str(db),
+        "ARCHBOT_DIGEST_CHANNEL": "CDIGEST",
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_API_URL": slack.api_url,
+    }
+
+    def parents() -> list[Any]:
+        return [m for m in slack.messages("CDIGEST") if not m.is_reply]
+
+    first = await asyncio.to_thread(CliRunner().invoke, cli, ["digest", "--post"], env=env)
+    assert first.exit_code == 0, first.output + first.stderr
+    assert len(parents()) == 1
+    again = await asyncio.to_thread(CliRunner().invoke, cli, ["digest", "--post"], env=env)
+    assert again.exit_code == 0
+    assert "already posted to CDIGEST" in again.stdout and "--repost" in again.stdout
+    assert len(parents()) == 1  # nothing new in the channel
+    forced = await asyncio.to_thread(CliRunner().invoke, cli, ["digest", "--post", "--repost"], env=env)
+    assert forced.exit_code == 0, forced.output + forced.stderr
+    assert len(parents()) == 2
+    store = Store(db)
+    rows = store.query("SELECT period, status, ts FROM digests")
+    store.close()
+    assert len(rows) == 1 and rows[0]["status"] == "posted" and rows[0]["ts"] == parents()[-1].ts
+
+
+async def test_a_failed_post_leaves_the_window_free(tmp_path: Path, slack: FakeSlack) -> None:
+    db = tmp_path / "a.db"
+    store = Store(db)
+    add_to_slack(slack, seed(store))
+    store.close()
+    env = {
+        "ARCHBOT_DB": str(db),
+        "ARCHBOT_DIGEST_CHANNEL": "CDIGEST",
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_API_URL": slack.api_url,
+    }
+    slack.add_channel("CDIGEST", is_member=False)
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["digest", "--post"], env=env)
+    assert result.exit_code == 1
+    assert "not_in_channel" in result.stderr
+    store = Store(db)
+    assert store.query("SELECT * FROM digests") == []
+    store.close()
