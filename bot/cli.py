@@ -63,16 +63,20 @@ def run(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
+@click.option("--replace", is_flag=True, help="Index knowledge/ and PATHS only, dropping ARCHBOT_DOCS and the rest.")
 @click.pass_context
-def index(ctx: click.Context, paths: tuple[Path, ...], quiet: bool) -> None:
-    """Index knowledge/ and ARCHBOT_DOCS (or the given folders), incrementally.
+def index(ctx: click.Context, paths: tuple[Path, ...], quiet: bool, replace: bool) -> None:
+    """Index knowledge/, ARCHBOT_DOCS and the given folders, incrementally.
+
+    Folders given here add to ARCHBOT_DOCS (and to what was indexed before); --replace makes
+    the index exactly knowledge/ and these folders.
 
     Example: archbot index ../docs
     """
     settings = _settings(ctx)
     from bot.retrieval.commands import index_command
 
-    sys.exit(index_command(settings, list(paths), quiet=quiet))
+    sys.exit(index_command(settings, list(paths), quiet=quiet, replace=replace))
 
 
 @cli.command()

@@ -406,7 +406,9 @@ def index_drift(store: Any, source: str, root: Path) -> tuple[int, int, int]:
         r["path"]: (r["size"], r["mtime_ns"])
         for r in store.query("SELECT path, size, mtime_ns FROM ix_files WHERE source = ?", (source,))
     }
-    on_disk = _walk_docs(root)
+    from bot.retrieval.index import left_out
+
+    on_disk = {rel: sig for rel, sig in _walk_docs(root).items() if not left_out(source, rel)}
     new = sum(1 for rel in on_disk if rel not in stored)
     changed = sum(1 for rel, sig in on_disk.items() if rel in stored and tuple(stored[rel]) != sig)
     removed = sum(1 for rel in stored if rel not in on_disk)

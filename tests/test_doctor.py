@@ -329,3 +329,11 @@ def test_cli_bad_setting_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["doctor"])
     assert result.exit_code == 2
     assert "SLACK_BOT_TOKEN" in result.output and "not-a-bot-token" not in result.output
+
+
+async def test_knowledge_readme_left_out_on_purpose_is_not_new(indexed_db: Path, profile: Path) -> None:
+    async with FakeSlack() as slack, FakeAnthropic() as model:
+        checks = await gather_checks(Settings(**env_for(slack, model, db=indexed_db, profile=profile)))
+    [fresh] = [c for c in checks if c.name == "index freshness" and "knowledge" in c.detail]
+    assert (PROJECT_ROOT / "knowledge" / "README.md").is_file()
+    assert fresh.status == "ok", fresh.detail

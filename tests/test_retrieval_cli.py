@@ -78,3 +78,54 @@ def test_empty_index(env: Path) -> None:
 def test_index_bad_path_exits_2(env: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["index", str(tmp_path / "missing")])
     assert result.exit_code == 2
+
+
+def _sources(db: Path) -> dict[str, int]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT source, count(*) FROM ix_files GROUP BY source").fetchall())
+    finally:
+        conn.close()
+
+
+def test_index_paths_add_to_the_configured_docs_and_replace_asks_for_it(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "archbot.db"
+    extra = tmp_path / "mydocs"
+    extra.mkdir()
+    (extra / "adr-001.md").write_text("# ADR 1: one database per service\n\nBecause.\n", encoding="utf-8")
+    monkeypatch.setenv("ARCHBOT_DOCS", str(env))
+    runner = CliRunner()
+    first = runner.invoke(cli, ["index"])
+    assert first.exit_code == 0, first.output
+    configured = _sources(db)["team-docs"]
+    added = runner.invoke(cli, ["index", str(extra)])
+    assert added.exit_code == 0, added.output
+    assert " 0 removed" in added.stdout
+    assert _sources(db)["team-docs"] == configured and _sources(db)["mydocs"] == 1
+    # An index PATH run later keeps what an earlier one added.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "runbook.md").write_text("# Runbook\n\nRestart the gateway.\n", encoding="utf-8")
+    assert runner.invoke(cli, ["index", str(other)]).exit_code == 0
+    assert {"team-docs", "mydocs", "other"} <= set(_sources(db))
+
+    bare = runner.invoke(cli, ["index", "--replace"])
+    assert bare.exit_code == 2 and "--replace" in bare.stderr
+    replaced = runner.invoke(cli, ["index", "--replace", str(extra)])
+    assert replaced.exit_code == 0, replaced.output
+    assert set(_sources(db)) == {"knowledge", "mydocs"}
+    assert f"{configured + 1} removed" in replaced.stdout
+
+
+def test_hidden_folders_and_files_are_counted_as_skipped(env: Path) -> None:
+    hidden = env / ".claude" / "notes"
+    hidden.mkdir(parents=True)
+    (hidden / "plan.md").write_text("# Plan\n\nNot for the index.\n", encoding="utf-8")
+    (env / ".draft.md").write_text("# Draft\n\nHidden.\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["index", str(env)])
+    assert result.exit_code == 0, result.output
+    assert "2 skipped (hidden 2)" in result.stdout

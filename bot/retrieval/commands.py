@@ -21,10 +21,14 @@ from bot.retrieval.search import Searcher
 from bot.types import Hit
 
 
-def index_command(settings: Settings, paths: list[Path], *, quiet: bool) -> int:
-    """Index knowledge/ and the docs folders; print a one-line summary unless quiet."""
+def index_command(settings: Settings, paths: list[Path], *, quiet: bool, replace: bool = False) -> int:
+    """Index knowledge/ and the docs folders; print a one-line summary unless quiet.
+
+    Folders given on the command line add to ARCHBOT_DOCS; `replace` indexes them instead."""
+    if replace and not paths:
+        raise click.UsageError("--replace needs the folders to index instead of ARCHBOT_DOCS")
     try:
-        report = index_sources(settings, paths or None, progress=not quiet and sys.stderr.isatty())
+        report = index_sources(settings, paths or None, replace=replace, progress=not quiet and sys.stderr.isatty())
     except IndexError_ as exc:
         click.echo(f"archbot: {exc}", err=True)
         return 2

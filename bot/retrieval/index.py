@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 2 * 1024 * 1024
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".txt"})
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", ".venv"})
-SKIP_REASONS = ("binary", "invalid_utf8", "too_large", "empty", "unreadable", "symlink_loop")
+SKIP_REASONS = ("binary", "invalid_utf8", "too_large", "empty", "unreadable", "symlink_loop", "hidden", "tooling")
 KNOWLEDGE_SOURCE = "knowledge"
 # Stored with each file's content hash. Bump it when chunking or analysis changes what a file
 # is indexed as: every file then counts as changed on the next run (one transaction, as always).
@@ -78,19 +78,23 @@ class _Row:
     mtime_ns: int
 
 
-def sources_for(settings: Settings, paths: list[Path] | None = None) -> list[tuple[str, Path]]:
-    """(source name, folder) pairs: knowledge/ first, then the docs folders."""
+def sources_for(
+    settings: Settings, paths: list[Path] | None = None, *, replace: bool = False
+) -> list[tuple[str, Path]]:
+    """(source name, folder) pairs: knowledge/ first, then the docs folders (ARCHBOT_DOCS), then
+    `paths`; with `replace`, `paths` stand in for ARCHBOT_DOCS instead of adding to them."""
     out: list[tuple[str, Path]] = []
     if KNOWLEDGE_DIR.is_dir():
         out.append((KNOWLEDGE_SOURCE, KNOWLEDGE_DIR))
-    folders = list(paths) if paths else list(settings.docs)
+    folders = [Path(p) for p in (paths or [])] if replace else [*map(Path, settings.docs), *map(Path, paths or [])]
     taken = {name for name, _ in out}
+    seen = {KNOWLEDGE_DIR.resolve()} if KNOWLEDGE_DIR.is_dir() else set()
     for folder in folders:
-        folder = Path(folder)
         if not folder.is_dir():
             raise IndexError_(f"not a folder: {folder}", path=str(folder))
-        if KNOWLEDGE_DIR.is_dir() and folder.resolve() == KNOWLEDGE_DIR.resolve():
+        if folder.resolve() in seen:  # knowledge/ itself, or a folder given twice
             continue
+        seen.add(folder.resolve())
         name = folder.resolve().name or "docs"
         base, n = name, 2
         while name in taken:
@@ -98,6 +102,12 @@ def sources_for(settings: Settings, paths: list[Path] | None = None) -> list[tup
         taken.add(name)
         out.append((name, folder))
     return out
+
+
+def left_out(source: str, rel: str) -> bool:
+    """Files the indexer leaves out on purpose (not skipped, not counted): knowledge/README.md,
+    the library's own index page, repeats every page's terms and would outrank them."""
+    return source == KNOWLEDGE_SOURCE and rel == "README.md"
 
 
 def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
@@ -130,6 +140,7 @@ def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
                 is_dir = False
             if is_dir:
                 if name.startswith(".") or name in SKIP_DIRS:
+                    skipped["hidden" if name.startswith(".") else "tooling"] += 1  # a whole folder counts once
                     continue
                 if entry.is_symlink():
                     try:
@@ -142,10 +153,13 @@ def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
                         continue
                 stack.append((Path(entry.path), rel + "/"))
                 continue
-            if Path(name).suffix.lower() not in DOC_SUFFIXES or name.startswith("."):
+            if Path(name).suffix.lower() not in DOC_SUFFIXES:
                 continue
-            if source == KNOWLEDGE_SOURCE and rel == "README.md":
-                continue  # the library's own index page: it repeats every page's terms and would outrank them
+            if name.startswith("."):
+                skipped["hidden"] += 1
+                continue
+            if left_out(source, rel):
+                continue
             if entry.is_symlink():
                 try:
                     os.stat(entry.path)
@@ -190,12 +204,21 @@ def open_index(db_path: Path) -> Database:
     return db
 
 
-def index_sources(settings: Settings, paths: list[Path] | None = None, *, progress: bool = False) -> IndexReport:
-    """Bring the index in settings.db_path up to date with knowledge/ and the docs folders."""
+def index_sources(
+    settings: Settings, paths: list[Path] | None = None, *, replace: bool = False, progress: bool = False
+) -> IndexReport:
+    """Bring the index in settings.db_path up to date with knowledge/ and the docs folders.
+
+    Without `paths` the index becomes exactly knowledge/ + ARCHBOT_DOCS (other sources leave it).
+    `paths` add to those: sources indexed earlier and not walked now are kept. With `replace`,
+    the index becomes knowledge/ + `paths` and everything else leaves it.
+    """
     started = time.perf_counter()
     report = IndexReport()
     skipped: Counter[str] = Counter()
-    roots = sources_for(settings, paths)
+    roots = sources_for(settings, paths, replace=replace)
+    walked = {name for name, _ in roots}
+    prune_all = not paths or replace
     db = open_index(settings.db_path)
     try:
         stored: dict[tuple[str, str], _Row] = {
@@ -249,7 +272,7 @@ def index_sources(settings: Settings, paths: list[Path] | None = None, *, progre
             if bar is not None:
                 bar.close()
 
-        gone = [row.id for key, row in stored.items() if key not in keep]
+        gone = [row.id for key, row in stored.items() if key not in keep and (prune_all or key[0] in walked)]
         replaced = [stored[(p.item.source, p.item.rel)].id for p in changed if (p.item.source, p.item.rel) in stored]
         report.removed = len(gone)
         report.indexed = len(changed)
