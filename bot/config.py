@@ -24,7 +24,9 @@ from bot.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE_DIR = PROJECT_ROOT / "knowledge"
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
-DEFAULT_TEAM_PROFILE = PROMPTS_DIR / "team_profile.example.md"
+# A documented example of a team profile. It is never sent to the model: with no
+# ARCHBOT_TEAM_PROFILE the prompt carries no team facts at all (draft one with `archbot profile draft`).
+EXAMPLE_TEAM_PROFILE = PROMPTS_DIR / "team_profile.example.md"
 DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
@@ -108,10 +110,11 @@ class Settings(BaseSettings):
         validation_alias=_alias("ARCHBOT_DIGEST_PRIVATE_CHANNELS"),
         description="Comma-separated private channel ids allowed in the digest (public ones always are).",
     )
-    team_profile: Path = Field(
-        DEFAULT_TEAM_PROFILE,
+    team_profile: Path | None = Field(
+        None,
         validation_alias=_alias("ARCHBOT_TEAM_PROFILE"),
-        description="Markdown file: the team's stack and patterns, read into the system prompt.",
+        description="Markdown file: the team's stack and patterns, read into the system prompt "
+        "(draft it with `archbot profile draft`, then review it). Unset: no team facts are sent.",
     )
     concurrency: int = Field(
         8, ge=1, le=256, validation_alias=_alias("ARCHBOT_CONCURRENCY"), description="Model calls in flight."
@@ -182,6 +185,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("team_profile", mode="before")
+    @classmethod
+    def _blank_profile_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("slack_api_url")
     @classmethod
@@ -260,7 +268,7 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "SLACK_SIGNING_SECRET", "is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"
             )
-        if not self.team_profile.is_file():
+        if self.team_profile is not None and not self.team_profile.is_file():
             raise ConfigError("ARCHBOT_TEAM_PROFILE", f"file not found: {self.team_profile}")
         for folder in self.docs:
             if not folder.is_dir():

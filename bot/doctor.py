@@ -31,8 +31,9 @@ import yaml
 from croniter import croniter
 from pydantic import SecretStr
 
-from bot.config import DEFAULT_TEAM_PROFILE, PROJECT_ROOT, Settings
+from bot.config import EXAMPLE_TEAM_PROFILE, PROJECT_ROOT, Settings
 from bot.logs import Redactor
+from bot.profile import DRAFT_MARKER
 from bot.stats import format_age
 
 Status = Literal["ok", "fail", "warn", "info"]
@@ -154,17 +155,7 @@ def check_settings(settings: Settings) -> list[Check]:
             out.append(ok("SLACK_SIGNING_SECRET", "set (hidden)"))
     elif settings.slack_signing_secret is not None:
         out.append(info("SLACK_SIGNING_SECRET", "set but unused in Socket Mode"))
-    if settings.team_profile.is_file():
-        out.append(ok("ARCHBOT_TEAM_PROFILE", _show_path(settings.team_profile)))
-    else:
-        out.append(
-            fail(
-                "ARCHBOT_TEAM_PROFILE",
-                f"file not found: {settings.team_profile}",
-                "point ARCHBOT_TEAM_PROFILE at a markdown file describing your stack "
-                "(start from prompts/team_profile.example.md), or unset it to use the bundled example.",
-            )
-        )
+    out.append(check_team_profile(settings.team_profile))
     if not settings.docs:
         out.append(info("ARCHBOT_DOCS", "unset: only the bundled knowledge/ library is indexed"))
     for folder in settings.docs:
@@ -181,10 +172,39 @@ def check_settings(settings: Settings) -> list[Check]:
     return out
 
 
-def _show_path(path: Path) -> str:
-    if path == DEFAULT_TEAM_PROFILE:
-        return f"{path.relative_to(PROJECT_ROOT).as_posix()} (the bundled example)"
-    return str(path)
+_PROFILE_FIX = (
+    "run `archbot profile draft --out team_profile.md`, review and correct it with the team, "
+    "delete its draft marker line, then set ARCHBOT_TEAM_PROFILE=team_profile.md."
+)
+
+
+def check_team_profile(path: Path | None) -> Check:
+    """A reviewed profile is fine; none, the bundled example or an unreviewed draft is a warning."""
+    if path is None:
+        return warn("ARCHBOT_TEAM_PROFILE", "unset: answers know nothing of your team beyond the docs", _PROFILE_FIX)
+    if not path.is_file():
+        return fail(
+            "ARCHBOT_TEAM_PROFILE",
+            f"file not found: {path}",
+            "point ARCHBOT_TEAM_PROFILE at your reviewed team profile, or unset it (" + _PROFILE_FIX + ")",
+        )
+    if path.resolve() == EXAMPLE_TEAM_PROFILE.resolve():
+        return warn(
+            "ARCHBOT_TEAM_PROFILE",
+            "points at the bundled example: the model is told about a made-up team",
+            _PROFILE_FIX,
+        )
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return fail("ARCHBOT_TEAM_PROFILE", f"cannot read {path}: {type(exc).__name__}", "check the file's permissions")
+    if DRAFT_MARKER in text:
+        return warn(
+            "ARCHBOT_TEAM_PROFILE",
+            f"{path} is an unreviewed draft (it still carries the draft marker)",
+            f"review it with the team, correct what is wrong, then delete the line containing `{DRAFT_MARKER}`.",
+        )
+    return ok("ARCHBOT_TEAM_PROFILE", str(path))
 
 
 # -- Slack -------------------------------------------------------------------------------

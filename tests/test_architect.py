@@ -431,7 +431,7 @@ async def test_stable_prefix_is_cached_and_read_from_the_second_question(
     assert body is not None
     assert body["tools"][0]["name"] == "record_reply"
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert "team you work with" in body["system"][-1]["text"]
+    assert "team you work with" in body["system"][-1]["text"]  # here: that none is configured
     assert all("cache_control" not in b for b in body["system"][:-1])
     marks = [
         b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"] if "cache_control" in b
@@ -449,6 +449,31 @@ async def test_stable_prefix_is_cached_and_read_from_the_second_question(
     assert second.usage.cache_read_input_tokens == 2 * prefix and second.usage.cache_creation_input_tokens == 0
     assert second.usage.cache_read_input_tokens > second.usage.input_tokens
     assert second.usage.cost_usd < first.usage.cost_usd
+
+
+async def test_no_team_facts_reach_the_model_without_a_profile(fake: FakeAnthropic, architect: Architect) -> None:
+    from bot.config import EXAMPLE_TEAM_PROFILE
+
+    assert architect.settings.team_profile is None  # the default
+    await architect.respond(turns=user("Which broker do we use?"), hits=HITS)
+    example = EXAMPLE_TEAM_PROFILE.read_text(encoding="utf-8")
+    telling_lines = [line for line in example.splitlines() if len(line) > 40 and not line.startswith(">")]
+    assert len(telling_lines) > 10
+    for request in fake.message_requests:
+        sent = json.dumps(request.body, ensure_ascii=False)
+        assert "Team profile (example)" not in sent
+        assert not [line for line in telling_lines if line.strip() in sent]
+        assert "No team profile is configured" in request.body["system"][-1]["text"]
+
+
+async def test_a_configured_profile_is_sent_in_the_cached_prefix(fake: FakeAnthropic, tmp_path: Path) -> None:
+    profile = tmp_path / "team.md"
+    profile.write_text("# Our team\n\n- Services are Go on Kubernetes; events go through NATS.\n", encoding="utf-8")
+    async with Architect(make_settings(fake.base_url, tmp_path, team_profile=profile)) as arch:
+        await arch.respond(turns=user("Which broker do we use?"), hits=HITS)
+    last = fake.message_requests[0].body["system"][-1]
+    assert "events go through NATS" in last["text"] and last["cache_control"] == {"type": "ephemeral"}
+    assert "No team profile is configured" not in json.dumps(fake.message_requests[0].body)
 
 
 async def test_thread_history_is_cached_for_the_next_follow_up(fake: FakeAnthropic, architect: Architect) -> None:

@@ -337,3 +337,21 @@ async def test_knowledge_readme_left_out_on_purpose_is_not_new(indexed_db: Path,
     [fresh] = [c for c in checks if c.name == "index freshness" and "knowledge" in c.detail]
     assert (PROJECT_ROOT / "knowledge" / "README.md").is_file()
     assert fresh.status == "ok", fresh.detail
+
+
+# -- the team profile: only a reviewed one is fine ------------------------------------------
+def test_team_profile_checks(tmp_path: Path, profile: Path) -> None:
+    from bot.config import EXAMPLE_TEAM_PROFILE
+    from bot.doctor import check_team_profile
+    from bot.profile import DRAFT_MARKER
+
+    unset = check_team_profile(Settings(_env_file=None).team_profile)  # type: ignore[call-arg]
+    assert unset.status == "warn" and "unset" in unset.detail and "archbot profile draft" in (unset.fix or "")
+    example = check_team_profile(EXAMPLE_TEAM_PROFILE)
+    assert example.status == "warn" and "example" in example.detail
+    draft = tmp_path / "draft.md"
+    draft.write_text(f"<!-- {DRAFT_MARKER} -->\n# Team profile\n", encoding="utf-8")
+    unreviewed = check_team_profile(draft)
+    assert unreviewed.status == "warn" and "unreviewed" in unreviewed.detail
+    assert check_team_profile(profile).status == "ok"
+    assert check_team_profile(tmp_path / "nope.md").status == "fail"

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from bot.architect.prompt import Prompts
-from bot.config import DEFAULT_TEAM_PROFILE, PROMPTS_DIR
+from bot.config import PROMPTS_DIR
 from bot.runtime import Bot
 from bot.slack.interactions import FEEDBACK_CALLBACK, REVIEW_CALLBACK, REVIEW_QUEUED
 from bot.slack.render import FEEDBACK_ACTION_ID
@@ -38,7 +38,7 @@ from tests.fakes.slack import (
 )
 from tests.helpers import answers_in, message_text, wait_answers
 
-NOTES = Prompts.load(PROMPTS_DIR, DEFAULT_TEAM_PROFILE).notes
+NOTES = Prompts.load(PROMPTS_DIR, None).notes
 REVIEW_MARK = ":building_construction:"
 PROPOSAL = "Move device events from direct HTTP calls to RabbitMQ with a transactional outbox in device-service."
 

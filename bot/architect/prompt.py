@@ -2,7 +2,9 @@
 
 The request is laid out for prompt caching. The stable prefix comes first and is identical for
 every question of every user: the `record_reply` tool, then the system prompt (the architect's
-method, the review method, the team profile), with one `cache_control` mark on its last block.
+method, the review method, the team profile when one is configured), with one `cache_control`
+mark on its last block. With no team profile the prompt says so and carries no team facts: the
+bundled example profile is documentation, never sent.
 After the mark come the parts that change: the thread's earlier turns (a second mark on the
 last of them, so a long thread is read from the cache by its next follow-up) and, in the last
 user turn, the retrieved passages as `search_result` blocks (citations on), short notes, and
@@ -32,7 +34,16 @@ PASSAGE_MAX_CHARS = 1800
 PASSAGES_MAX_TOTAL_CHARS = 12_000
 BLOCK_TARGET_CHARS = 400  # citable unit inside a passage: paragraphs merged up to about this size
 THREAD_START = "(The thread starts with your earlier message, below.)"
-NOTE_NAMES = ("passages", "no_passages", "just_answer", "review", "record", "repair_invalid", "repair_missing")
+NOTE_NAMES = (
+    "no_profile",
+    "passages",
+    "no_passages",
+    "just_answer",
+    "review",
+    "record",
+    "repair_invalid",
+    "repair_missing",
+)
 
 _VERSION = re.compile(r"^\s*<!--(.*?)-->\s*\n?", re.DOTALL)
 _NOTE_HEADING = re.compile(r"^## +(\w+)\s*$", re.MULTILINE)
@@ -76,11 +87,11 @@ class Prompts:
     review: PromptFile
     record_reply: PromptFile
     notes: dict[str, str]
-    team_profile: PromptFile
+    team_profile: PromptFile | None
 
     @classmethod
-    def load(cls, prompts_dir: Path, team_profile: Path) -> Prompts:
-        if not team_profile.is_file():
+    def load(cls, prompts_dir: Path, team_profile: Path | None) -> Prompts:
+        if team_profile is not None and not team_profile.is_file():
             raise ConfigError("ARCHBOT_TEAM_PROFILE", f"file not found: {team_profile}")
         notes_file = load_prompt(prompts_dir / "turn_notes.md")
         notes = parse_notes(notes_file.text)
@@ -92,19 +103,22 @@ class Prompts:
             review=load_prompt(prompts_dir / "review.md"),
             record_reply=load_prompt(prompts_dir / "record_reply.md"),
             notes=notes,
-            team_profile=load_prompt(team_profile),
+            team_profile=load_prompt(team_profile) if team_profile is not None else None,
         )
 
     @property
     def versions(self) -> dict[str, str]:
         files = (self.architect, self.review, self.record_reply, self.team_profile)
-        return {f.name: f.version for f in files}
+        return {f.name: f.version for f in files if f is not None}
 
 
 # -- the stable prefix --------------------------------------------------------------------
 def build_system(prompts: Prompts) -> list[dict[str, Any]]:
     """System blocks; the last carries the cache mark, so tools + system form the cached prefix."""
-    profile = f"# The team you work with\n\n{prompts.team_profile.text}"
+    if prompts.team_profile is not None:
+        profile = f"# The team you work with\n\n{prompts.team_profile.text}"
+    else:
+        profile = prompts.notes["no_profile"]
     return [
         {"type": "text", "text": prompts.architect.text},
         {"type": "text", "text": prompts.review.text},
