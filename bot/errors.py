@@ -45,3 +45,8 @@ class IndexError_(ArchbotError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class StoreUnavailable(ArchbotError):
+    """The database cannot take a write now (locked past the caller's budget, read-only, gone).
+    The listener answers 503 so Slack redelivers the event; nothing was acked."""

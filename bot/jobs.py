@@ -51,7 +51,8 @@ from bot.slack.post import (
     remove_reaction,
     update_message,
 )
-from bot.store import MAX_ATTEMPTS, Store
+from bot.store import MAX_ATTEMPTS
+from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class JobRunner:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: AsyncStore,
         client: AsyncWebClient,
         metrics: Metrics,
         searcher: Searcher | None,
@@ -171,10 +172,10 @@ class JobRunner:
         if self.bot is None:
             auth = await self.client.auth_test()
             self.bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
-        recovered = self.store.recover_orphans(owner=self.owner, is_dead=owner_is_dead)
+        recovered = await self.store.recover_orphans(owner=self.owner, is_dead=owner_is_dead)
         if recovered:
             log.info("resuming jobs interrupted by a crash", extra={"jobs": recovered})
-        self.metrics.queue_depth.set(self.store.queue_depth())
+        self.metrics.queue_depth.set(await self.store.queue_depth())
         self._workers = [
             asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(self.settings.concurrency)
         ]
@@ -189,7 +190,8 @@ class JobRunner:
             for job_id, task in running:
                 if task in pending:
                     task.cancel()
-                    self.store.requeue_job(job_id)
+                    with contextlib.suppress(Exception):
+                        await self.store.requeue_job(job_id)
                     log.info("job re-queued at shutdown", extra={"job_id": job_id})
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
@@ -200,7 +202,7 @@ class JobRunner:
     async def _worker(self, index: int) -> None:
         while not self._stopping.is_set():
             try:
-                job = self.store.claim_job(owner=self.owner, lease_seconds=LEASE_SECONDS)
+                job = await self.store.claim_job(owner=self.owner, lease_seconds=LEASE_SECONDS)
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
@@ -222,12 +224,16 @@ class JobRunner:
             finally:
                 self.running.pop(job.id, None)
                 self.metrics.workers_busy.dec()
-                self.metrics.queue_depth.set(self.store.queue_depth())
+                with contextlib.suppress(Exception):
+                    self.metrics.queue_depth.set(await self.store.queue_depth())
 
     async def _heartbeat(self, job: Job) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            self.store.extend_lease(job.id, lease_seconds=LEASE_SECONDS)
+            try:
+                await self.store.extend_lease(job.id, lease_seconds=LEASE_SECONDS)
+            except Exception:  # the next beat tries again; the lease outlives a few misses
+                log.warning("lease extension failed", extra={"job_id": job.id}, exc_info=True)
 
     # -- one job -------------------------------------------------------------------------
     async def run_job(self, job: Job) -> None:
@@ -241,19 +247,19 @@ class JobRunner:
             raise  # shutdown: the job is re-queued by stop()
         except SlackPostError as exc:
             log.warning("slack refused the answer", extra={**extra, "error": exc.error})
-            self._end(job, "failed", f"slack: {exc.error}", extra)
+            await self._end(job, "failed", f"slack: {exc.error}", extra)
         except Exception as exc:
             log.exception("job failed", extra=extra)
             if job.attempts < MAX_ATTEMPTS and isinstance(exc, SlackApiError):
-                self.store.requeue_job(job.id)
+                await self.store.requeue_job(job.id)
                 return
             await self._post_failure(job, internal=True, extra=extra)
-            self._end(job, "failed", type(exc).__name__, extra)
+            await self._end(job, "failed", type(exc).__name__, extra)
         finally:
             heartbeat.cancel()
 
-    def _end(self, job: Job, state: str, error: str | None, extra: dict) -> None:
-        if self.store.finish_job(job.id, state=state, error=error):
+    async def _end(self, job: Job, state: str, error: str | None, extra: dict) -> None:
+        if await self.store.finish_job(job.id, state=state, error=error):
             self.metrics.jobs.labels(state if state != "done" else "answered").inc()
             log.info("job ended", extra={**extra, "state": state})
 
@@ -270,7 +276,7 @@ class JobRunner:
             await post_message(
                 self.client, channel=job.channel, text=HELP_TEXT, thread_ts=job.thread_ts, metrics=self.metrics
             )
-            self._end(job, "done", None, extra)
+            await self._end(job, "done", None, extra)
             return
         if job.channel_type in ("unknown", "command"):
             job.channel_type = await resolve_channel_type(self.client, job.channel)
@@ -289,7 +295,7 @@ class JobRunner:
             except ModelError as exc:
                 log.warning("model failed", extra={**extra, "status": exc.status})
                 ts = await poster.fail(*render.build_failure_message())
-                self.store.record_answer(
+                await self.store.record_answer(
                     job=job,
                     channel=job.channel,
                     thread_ts=job.thread_ts,
@@ -298,14 +304,14 @@ class JobRunner:
                     answer=Answer(kind="failure", text=render.FAILURE_TEXT),
                     latency_ms=(time.monotonic() - started) * 1000,
                 )
-                self._end(job, "failed", f"model: {exc.status}", extra)
+                await self._end(job, "failed", f"model: {exc.status}", extra)
                 return
             parts = render.build_message_parts(answer)
             message_ts = await poster.finish(parts)
             first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
             if first_text_ms is not None:
                 self.metrics.first_text_seconds.observe(first_text_ms / 1000)
-            self.store.record_answer(
+            await self.store.record_answer(
                 job=job,
                 channel=job.channel,
                 thread_ts=job.thread_ts,
@@ -323,7 +329,7 @@ class JobRunner:
             ):
                 if n:
                     self.metrics.tokens.labels(kind).inc(n)
-            self._end(job, "done", None, extra)
+            await self._end(job, "done", None, extra)
         finally:
             if job.kind != "review":
                 await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
@@ -332,7 +338,7 @@ class JobRunner:
 
     def _poster(self, job: Job) -> ReplyPoster:
         async def remember(ts: str) -> None:
-            self.store.set_reply_ts(job.id, ts)
+            await self.store.set_reply_ts(job.id, ts)
 
         outside_dm = job.channel_type != "im"
         return ReplyPoster(
@@ -403,10 +409,10 @@ class JobRunner:
             parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)
         except SlackPostError as exc:
             await self._tell_requester(job, exc.error)
-            self._end(job, "failed", f"slack: {exc.error}", extra)
+            await self._end(job, "failed", f"slack: {exc.error}", extra)
             return None
-        self.store.set_thread(job.id, parent)
-        self.store.add_thread(channel=job.channel, thread_ts=parent, channel_type="channel", started_by=job.user)
+        await self.store.set_thread(job.id, parent)
+        await self.store.add_thread(channel=job.channel, thread_ts=parent, channel_type="channel", started_by=job.user)
         job.thread_ts = parent
         return job
 

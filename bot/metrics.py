@@ -13,6 +13,9 @@ class Metrics:
         self.events_ignored = Counter(
             "archbot_events_ignored", "Events acked but not answered, by reason", ["reason"], registry=r
         )
+        self.events_refused = Counter(
+            "archbot_events_refused", "Events answered 503 because the database could not take them", registry=r
+        )
         self.jobs = Counter("archbot_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)
         self.ack_seconds = Histogram(
             "archbot_ack_seconds",

@@ -33,6 +33,7 @@ from bot.slack.app import build_app, build_client
 from bot.slack.context import BotIdentity
 from bot.slack.deps import Deps
 from bot.store import Store
+from bot.store_async import BUSY_TIMEOUT, AsyncStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,9 +88,10 @@ class Bot:
     def __init__(self, settings: Settings, *, responder: object | None = None) -> None:
         self.settings = settings
         self.stop_event = asyncio.Event()
-        self.store = Store(settings.db_path)
+        self.store = Store(settings.db_path, busy_timeout=BUSY_TIMEOUT)  # blocking: tests and threads only
+        self.astore = AsyncStore(self.store)  # what the event loop uses
         self.metrics = Metrics()
-        self.deps = Deps(settings=settings, store=self.store, metrics=self.metrics)
+        self.deps = Deps(settings=settings, store=self.astore, metrics=self.metrics)
         self.client = build_client(settings)
         self.responder = responder
         self.port: int | None = None
@@ -130,7 +132,7 @@ class Bot:
         app = build_app(self.deps, self.client)
         self.runner = JobRunner(
             settings=settings,
-            store=self.store,
+            store=self.astore,
             client=self.client,
             metrics=self.metrics,
             searcher=searcher,
@@ -141,7 +143,7 @@ class Bot:
         await self.runner.start()
 
         runner = self.runner
-        readiness = Readiness(store=self.store, slack_ok=lambda: self.slack_ok, workers_ok=lambda: runner.alive)
+        readiness = Readiness(store=self.astore, slack_ok=lambda: self.slack_ok, workers_ok=lambda: runner.alive)
         web_app = build_web_app(metrics=self.metrics, readiness=readiness, bolt=None if settings.socket_mode else app)
         self._web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._web_runner.setup()
@@ -220,7 +222,7 @@ class Bot:
         if self._searcher is not None:
             with contextlib.suppress(Exception):
                 self._searcher.close()  # type: ignore[attr-defined]
-        self.store.close()
+        self.astore.close()
 
 
 async def serve(settings: Settings) -> int:

@@ -20,6 +20,7 @@ own migration set: it is rebuilt and swapped independently of the conversation s
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.errors import StoreUnavailable
 from bot.types import Answer, Job
 
 LEASE_SECONDS = 300.0  # a running job whose worker vanished is retried after this
@@ -157,15 +159,15 @@ class StoredAnswer:
     cost_usd: float
 
 
-def connect(path: Path | str) -> Database:
-    """Open the database with the pragmas archbot relies on (WAL, busy timeout)."""
+def connect(path: Path | str, *, busy_timeout: float = 30.0) -> Database:
+    """Open the database with the pragmas archbot relies on (WAL, busy timeout in seconds)."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0, isolation_level=None)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout, isolation_level=None)
     db = Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=30000")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     db.execute("PRAGMA foreign_keys=ON")
     return db
 
@@ -197,13 +199,28 @@ def _job(row: dict[str, Any]) -> Job:
     )
 
 
-class Store:
-    """archbot's conversation state. Thread-safe: one connection guarded by a lock."""
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying shortly: another connection holds the write lock."""
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in str(exc).lower() for word in ("locked", "busy")
+    )
 
-    def __init__(self, path: Path | str) -> None:
+
+class Store:
+    """archbot's conversation state. Thread-safe: one connection guarded by a lock.
+
+    Blocking: call it from a thread, or through `bot.store_async.AsyncStore` on the event loop.
+    `busy_timeout` bounds how long one call waits for another connection's write lock before it
+    raises (`is_transient`); the async facade retries such calls without holding a thread.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.db = connect(path)
+        self.db = connect(path, busy_timeout=busy_timeout)
         self._lock = threading.RLock()
+        self._identity = self._file_identity()
         with self._lock:
             migrations.apply(self.db)
 
@@ -211,10 +228,57 @@ class Store:
         with self._lock:
             self.db.close()
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        """Writes to a database file that was deleted or replaced under us would be lost at restart."""
+        if str(self.path) != ":memory:" and self._file_identity() != self._identity:
+            raise StoreUnavailable(f"database file {self.path} is gone or was replaced")
+
     @contextmanager
     def _tx(self) -> Iterator[Database]:
-        with self._lock, self.db.atomic():
-            yield self.db
+        """A write transaction. BEGIN IMMEDIATE takes the write lock first, so waiting for another
+        writer is bounded by the busy timeout (a deferred transaction could fail mid-way instead)."""
+        with self._lock:
+            self._check_file()
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+                    raise StoreUnavailable(f"database is read-only: {exc}") from exc
+                raise
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException as exc:
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
+                    raise StoreUnavailable(f"database is read-only: {exc}") from exc
+                raise
+
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable (gone, replaced, read-only) or a transient error (locked) unless a
+        write would succeed now. Writes a probe row and rolls it back: nothing is changed."""
+        with self._lock:
+            self._check_file()
+            if not os.access(self.path.parent, os.W_OK) or not os.access(self.path, os.W_OK):
+                raise StoreUnavailable(f"database {self.path} is not writable")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('_probe', '1')")
+            except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc).lower():
+                    raise StoreUnavailable(f"database is read-only: {exc}") from exc
+                raise
+            finally:
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
 
     def _rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:

@@ -96,10 +96,11 @@ async def test_healthcheck_probe(tmp_path: Path) -> None:
     from bot.metrics import Metrics
     from bot.server import Readiness, build_web_app
     from bot.store import Store
+    from bot.store_async import AsyncStore
 
     health = json.loads(_instruction("HEALTHCHECK").split("CMD", 1)[1])
     assert health[:2] == ["python", "-c"]
-    store = Store(tmp_path / "archbot.db")
+    store = AsyncStore(Store(tmp_path / "archbot.db"))
     readiness = Readiness(store=store, slack_ok=lambda: True, workers_ok=lambda: True)
     runner = web.AppRunner(build_web_app(metrics=Metrics(), readiness=readiness, bolt=None))
     await runner.setup()

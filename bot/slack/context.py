@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import re
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.store import Store
+from bot.store_async import AsyncStore
 from bot.types import Turn
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def mentioned_users(text: str) -> set[str]:
 class NameResolver:
     """User id → display name, via the store's cache, then `users.info`. Never raises."""
 
-    def __init__(self, client: AsyncWebClient, store: Store) -> None:
+    def __init__(self, client: AsyncWebClient, store: AsyncStore) -> None:
         self.client = client
         self.store = store
         self._memo: dict[str, str] = {}
@@ -89,14 +90,18 @@ class NameResolver:
     async def name(self, user_id: str) -> str:
         if user_id in self._memo:
             return self._memo[user_id]
-        name = self.store.user_name(user_id)
+        try:
+            name = await self.store.user_name(user_id)
+        except Exception:  # a cache: ask Slack instead
+            name = None
         if name is None:
             try:
                 resp = await self.client.users_info(user=user_id)
                 info = resp.get("user") or {}
                 profile = info.get("profile") or {}
                 name = profile.get("display_name") or info.get("real_name") or info.get("name") or user_id
-                self.store.save_user_name(user_id, name)
+                with contextlib.suppress(Exception):
+                    await self.store.save_user_name(user_id, name)
             except SlackApiError as exc:
                 log.info("users.info failed", extra={"user": user_id, "error": exc.response.get("error")})
                 name = user_id

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from bot.config import Settings
 from bot.jobs import WorkSignal
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.store_async import AsyncStore
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Deps:
     """What listeners need: the store to persist jobs, and a way to wake the workers."""
 
     settings: Settings
-    store: Store
+    store: AsyncStore  # off the event loop: `await deps.store.enqueue(...)`
     metrics: Metrics
     wake: WorkSignal = field(default_factory=WorkSignal)
     accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)

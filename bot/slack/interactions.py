@@ -19,6 +19,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import StoreUnavailable
 from bot.slack.deps import Deps
 from bot.slack.post import post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 REVIEW_CALLBACK = "arch_review_modal"
 FEEDBACK_CALLBACK = "archbot_feedback_comment"
 REVIEW_QUEUED = "Got it: reviewing your proposal. The review will appear in this channel as a new thread."
+STORE_BUSY = "I can't take new work for a moment (my database is unavailable). Please try again in a minute."
 
 
 def build_review_modal(*, channel_id: str) -> dict[str, Any]:
@@ -99,8 +101,10 @@ def compose_proposal(values: dict[str, Any]) -> tuple[str, str]:
 def register_interactions(app: AsyncApp, deps: Deps) -> None:
     store = deps.store
 
-    def queue_review(*, channel: str, user: str, team: str | None, key: str, text: str, meta: dict) -> int | None:
-        job_id = store.enqueue(
+    async def queue_review(
+        *, channel: str, user: str, team: str | None, key: str, text: str, meta: dict
+    ) -> int | None:
+        job_id = await store.quick.enqueue(
             kind="review",
             channel=channel,
             ts=key,
@@ -134,14 +138,18 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
                 )
             return
         title = text.split("\n", 1)[0][:80]
-        queue_review(
-            channel=channel,
-            user=str(command.get("user_id")),
-            team=command.get("team_id"),
-            key=f"cmd:{command.get('trigger_id')}",
-            text=text,
-            meta={"title": title, "response_url": command.get("response_url")},
-        )
+        try:
+            await queue_review(
+                channel=channel,
+                user=str(command.get("user_id")),
+                team=command.get("team_id"),
+                key=f"cmd:{command.get('trigger_id')}",
+                text=text,
+                meta={"title": title, "response_url": command.get("response_url")},
+            )
+        except StoreUnavailable:
+            await ack(response_type="ephemeral", text=STORE_BUSY)
+            return
         await ack(response_type="ephemeral", text=REVIEW_QUEUED)
 
     @app.view(REVIEW_CALLBACK)
@@ -158,14 +166,18 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
             return
         meta = json.loads(view.get("private_metadata") or "{}")
         user = (body.get("user") or {}).get("id")
-        queue_review(
-            channel=str(meta.get("channel") or user),
-            user=str(user),
-            team=(body.get("team") or {}).get("id"),
-            key=f"view:{view.get('id')}",
-            text=text,
-            meta={"title": title},
-        )
+        try:
+            await queue_review(
+                channel=str(meta.get("channel") or user),
+                user=str(user),
+                team=(body.get("team") or {}).get("id"),
+                key=f"view:{view.get('id')}",
+                text=text,
+                meta={"title": title},
+            )
+        except StoreUnavailable:
+            await ack(response_action="errors", errors={"proposal": STORE_BUSY})
+            return
         await ack()
 
     @app.action(FEEDBACK_ACTION_ID)
@@ -176,7 +188,10 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         message = body.get("message") or {}
         message_ts = str(message.get("ts") or (body.get("container") or {}).get("message_ts"))
         user = str((body.get("user") or {}).get("id"))
-        store.record_feedback(channel=channel, message_ts=message_ts, user=user, value=value)
+        try:
+            await store.record_feedback(channel=channel, message_ts=message_ts, user=user, value=value)
+        except StoreUnavailable:
+            log.warning("feedback not recorded: database unavailable", extra={"channel": channel})
         deps.metrics.feedback.labels(value).inc()
         log.info("feedback", extra={"channel": channel, "message_ts": message_ts, "value": value})
         if value == "down" and body.get("trigger_id"):
@@ -198,7 +213,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
         comment = _value((view.get("state") or {}).get("values") or {}, "comment")
         if comment and meta.get("channel") and meta.get("message_ts"):
-            store.record_feedback(
+            await store.record_feedback(
                 channel=meta["channel"],
                 message_ts=meta["message_ts"],
                 user=str((body.get("user") or {}).get("id")),

@@ -27,6 +27,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import StoreUnavailable
 from bot.slack.deps import Deps
 from bot.slack.interactions import register_interactions
 from bot.slack.post import WORKING_REACTION, add_reaction
@@ -104,7 +105,7 @@ def classify_message(
 def register_listeners(app: AsyncApp, deps: Deps) -> None:
     """Every listener archbot has, for both transports."""
     metrics = deps.metrics
-    store = deps.store
+    store = deps.store.quick  # the ack path: a locked or lost database is refused fast (503), never waited on
 
     @app.middleware
     async def measure_ack(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
@@ -130,8 +131,8 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         pending_reactions.add(task)
         task.add_done_callback(pending_reactions.discard)
 
-    def enqueue(question: Question, event_id: str | None, client: AsyncWebClient) -> None:
-        job_id = store.enqueue(
+    async def enqueue(question: Question, event_id: str | None, client: AsyncWebClient) -> None:
+        job_id = await store.enqueue(
             kind=question.kind,
             channel=question.channel,
             ts=question.ts,
@@ -159,33 +160,49 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         )
         deps.wake.set()
 
+    async def _in_bot_thread(event: dict[str, Any]) -> bool:
+        """Looked up before classifying (the store is async; the rules stay a pure function)."""
+        thread_ts, ts, channel = event.get("thread_ts"), event.get("ts"), event.get("channel")
+        if not thread_ts or thread_ts == ts or not isinstance(channel, str) or event.get("bot_id"):
+            return False
+        return bool(await store.is_bot_thread(channel, str(thread_ts)))
+
     async def handle(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, event_type: str, client: AsyncWebClient
-    ) -> None:
-        question, reason = classify_message(
-            event,
-            bot_user_id=context.bot_user_id,
-            is_bot_thread=store.is_bot_thread,
-            event_type=event_type,
-        )
-        if question is None:
-            metrics.events_ignored.labels(reason.split(":")[0]).inc()
-            return
-        if question.team is None and context.team_id:
-            question = Question(**{**question.__dict__, "team": context.team_id})
-        enqueue(question, body.get("event_id"), client)
+    ) -> BoltResponse | None:
+        """Classify and enqueue. Returns a 503 response (Bolt sends it instead of the ack) when the
+        store cannot take the job: no ack, so Slack redelivers it and nothing acked is lost."""
+        try:
+            in_bot_thread = await _in_bot_thread(event)
+            question, reason = classify_message(
+                event,
+                bot_user_id=context.bot_user_id,
+                is_bot_thread=lambda _channel, _thread: in_bot_thread,
+                event_type=event_type,
+            )
+            if question is None:
+                metrics.events_ignored.labels(reason.split(":")[0]).inc()
+                return
+            if question.team is None and context.team_id:
+                question = Question(**{**question.__dict__, "team": context.team_id})
+            await enqueue(question, body.get("event_id"), client)
+        except StoreUnavailable as exc:
+            metrics.events_refused.inc()
+            log.warning("database unavailable: event refused (503), Slack will redeliver", extra={"error": str(exc)})
+            return BoltResponse(status=503, body="database unavailable")
+        return None
 
     @app.event("app_mention")
     async def on_mention(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
-    ) -> None:
-        await handle(body, event, context, "app_mention", client)
+    ) -> BoltResponse | None:
+        return await handle(body, event, context, "app_mention", client)
 
     @app.event("message")
     async def on_message(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
-    ) -> None:
-        await handle(body, event, context, "message", client)
+    ) -> BoltResponse | None:
+        return await handle(body, event, context, "message", client)
 
     @app.event("app_home_opened")
     async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -195,9 +212,9 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             from bot.slack.home import publish_home
             from bot.stats import index_summary
 
-            await publish_home(
-                client, user_id=event["user"], settings=deps.settings, store=store, index_info=index_summary(store)
-            )
+            sync_store = deps.store.sync
+            info = await asyncio.to_thread(index_summary, sync_store)
+            await publish_home(client, user_id=event["user"], settings=deps.settings, store=sync_store, index_info=info)
         except Exception:  # cosmetic surface: log, never break the ack
             log.warning("app home publish failed", exc_info=True)
 

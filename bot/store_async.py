@@ -1,0 +1,93 @@
+"""The store for code on the event loop: every call runs on the store's own thread, never on the loop.
+
+`AsyncStore` wraps a blocking store (`bot.store.Store`) and offers the same method names as
+coroutines: `await store.enqueue(...)`, `await store.claim_job(...)`. While another process holds
+the SQLite write lock, the loop keeps serving acks, `/healthz` and the workers' Slack calls.
+
+Waiting for a lock: the blocking store gives up after a short busy timeout; this facade retries
+the call (sleeping on the loop, not in the thread, so reads from other callers go through in
+between) until the caller's `budget` runs out, then raises `StoreUnavailable`. The listener uses
+a short budget (`quick`): refusing with 503 lets Slack redeliver, while waiting past Slack's 3 s
+would lose the event. Workers use a long budget: a finished answer must be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from bot.errors import StoreUnavailable
+from bot.store import Store, is_transient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUSY_TIMEOUT = 0.1  # seconds one blocking call waits for another connection's write lock
+QUICK_BUDGET = 0.6  # the ack path: then 503, Slack redelivers
+DEFAULT_BUDGET = 120.0  # workers: wait out a long lock rather than lose a finished answer
+
+
+class AsyncStore:
+    """Coroutine versions of the store's methods, run on a dedicated thread (one connection)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        budget: float = DEFAULT_BUDGET,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.sync = store
+        self.budget = budget
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="archbot-store")
+
+    @property
+    def quick(self) -> AsyncStore:
+        """The same store with the ack path's short budget."""
+        return AsyncStore(self.sync, budget=QUICK_BUDGET, executor=self._executor)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` on the store's thread, retrying while the database is locked."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.budget
+        delay = 0.02
+        call = functools.partial(fn, *args, **kwargs)
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, call)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                left = give_up - loop.time()
+                if left <= 0:
+                    raise StoreUnavailable(f"database busy: {exc}") from exc
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.5)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.sync, name)
+        if not callable(attr):
+            return attr
+
+        async def method(*args: Any, **kwargs: Any) -> Any:
+            return await self.run(attr, *args, **kwargs)
+
+        method.__name__ = name
+        return method
+
+    async def writable(self) -> bool:
+        """Whether a write would succeed now (readiness): not gone, not read-only, not locked."""
+        try:
+            await AsyncStore(self.sync, budget=QUICK_BUDGET, executor=self._executor).run(self.sync.check_writable)
+            return True
+        except Exception as exc:
+            log.warning("database not writable", extra={"error": str(exc)[:200]})
+            return False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.sync.close()
