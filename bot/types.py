@@ -90,6 +90,8 @@ class Answer:
     text: str  # markdown (standard), rendered for Slack by bot/slack/render.py
     citations: list[Citation] = field(default_factory=list)
     questions: list[str] = field(default_factory=list)  # clarifying questions
+    # kind "clarify": the provisional recommendation the text gives while those questions are open
+    provisional: str | None = None
     assumptions: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # where sources disagree (with paths)
     gaps: list[str] = field(default_factory=list)  # what the docs could not answer

@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -187,6 +188,29 @@ async def test_clarifying_questions(fake: FakeAnthropic, architect: Architect) -
     assert answer.kind == "clarify"
     assert answer.questions == questions
     assert answer.text == text
+
+
+async def test_clarify_carries_its_provisional_answer(fake: FakeAnthropic, architect: Architect) -> None:
+    questions = ["How many devices per tenant at peak?"]
+    provisional = "Stay on RabbitMQ with a consistent-hash exchange for now."
+    text = f"{provisional} Assuming under 1k events/s.\n\n1. {questions[0]}"
+    fake.script(
+        Scripted(text=text),
+        Scripted(tool_use=record("clarify", questions=questions, provisional=provisional, assumptions=["<1k/s"])),
+    )
+    answer = await architect.respond(turns=user("Should we move to Kafka?"), hits=HITS)
+    assert answer.kind == "clarify" and answer.provisional == provisional
+    assert answer.assumptions == ["<1k/s"] and answer.text == text
+    assert "provisional" in fake.message_requests[-1].body["tools"][0]["input_schema"]["properties"]
+
+
+def test_a_clarify_record_without_text_still_shows_its_provisional_answer() -> None:
+    from bot.architect.core import assemble_answer
+    from bot.architect.reply import Reply as Record
+
+    reply = Record(kind="clarify", questions=["What scale?"], provisional="Start with one queue per consumer.")
+    answer = assemble_answer(text="", reply=reply, message=SimpleNamespace(content=[]), sent=[], mode="chat")
+    assert answer.text == "Start with one queue per consumer.\n\n1. What scale?"
 
 
 async def test_clarify_without_questions_is_invalid_and_reasked(fake: FakeAnthropic, architect: Architect) -> None:

@@ -463,20 +463,31 @@ QUESTIONS = [
 ]
 
 
+PROVISIONAL = "For now, publish device events to the topic exchange and give notifications its own durable queue."
+ASSUMPTION = "Assuming a few hundred events a second and no ordering need"
+
+
 async def test_clarify_then_answer_in_the_thread(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic) -> None:
-    model.script(
-        Reply(text="Two things decide this design:\n\n1. " + QUESTIONS[0] + "\n2. " + QUESTIONS[1]),
-        Reply(tool_use=ToolUse(name="record_reply", input={"kind": "clarify", "questions": QUESTIONS})),
+    clarifying = (
+        f"{PROVISIONAL}\n\n{ASSUMPTION}.\n\nTwo things could change this:\n\n1. {QUESTIONS[0]}\n2. {QUESTIONS[1]}"
     )
+    record = {"kind": "clarify", "questions": QUESTIONS, "provisional": PROVISIONAL, "assumptions": [ASSUMPTION]}
+    model.script(Reply(text=clarifying), Reply(tool_use=ToolUse(name="record_reply", input=record)))
     async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
         parent = await ask(bot, slack, "how should device events reach the notification service?")
         first = (await wait_answers(slack, "C1", parent.ts))[0]
         shown = message_text(first)
+        # one reply carries the provisional answer, its assumptions and the questions: no round trip for nothing
+        assert PROVISIONAL in shown and ASSUMPTION in shown
+        assert shown.index(PROVISIONAL) < shown.index(QUESTIONS[0])
         for question in QUESTIONS:
             assert question in shown
         await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
         assert bot.store.query("SELECT kind FROM answers") == [{"kind": "clarify"}]
-        assert NOTES["just_answer"] not in all_texts(answer_requests(model)[-1])
+        first_request = answer_requests(model)[-1]
+        assert NOTES["just_answer"] not in all_texts(first_request)
+        system = "\n".join(b["text"] for b in first_request["system"])
+        assert "clarify *and* answer" in system and "provisional recommendation" in system
 
         # The asker replies in the thread, no mention: the conversation continues.
         await followup(
@@ -494,6 +505,7 @@ async def test_clarify_then_answer_in_the_thread(tmp_path: Path, slack: FakeSlac
         assert NOTES["just_answer"] in notes
         sent = all_texts(request)
         assert QUESTIONS[0] in sent and "how should device events reach the notification service?" in sent
+        assert PROVISIONAL in sent  # the refinement starts from the provisional answer
         roles = [m["role"] for m in request["messages"]]
         assert roles == ["user", "assistant", "user"]
         await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 2})

@@ -343,7 +343,8 @@ def assemble_answer(
     if not text:
         if not reply.questions:
             raise ModelError("model call failed (the reply had no text)", status=None, retryable=True)
-        text = "\n".join(f"{n}. {q}" for n, q in enumerate(reply.questions, 1))
+        questions = "\n".join(f"{n}. {q}" for n, q in enumerate(reply.questions, 1))
+        text = f"{reply.provisional}\n\n{questions}" if reply.provisional else questions
     cited = {(c.path, c.heading) for c in citations}
     for ref in reply.sources:  # sources the model relied on but did not quote: real hits only
         hit = _hit_by_ref(ref, sent)
@@ -362,6 +363,7 @@ def assemble_answer(
         text=text,
         citations=citations,
         questions=list(reply.questions) if kind == "clarify" else [],
+        provisional=reply.provisional if kind == "clarify" else None,
         assumptions=list(reply.assumptions),
         conflicts=conflicts,
         gaps=list(reply.gaps),

@@ -45,10 +45,13 @@ class Reply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     kind: Literal["answer", "clarify", "review"] = Field(
-        description="answer, clarify (you asked questions instead of answering) or review."
+        description="answer, clarify (a provisional answer plus questions that could change it) or review."
     )
     questions: list[str] = Field(
         default_factory=list, max_length=MAX_QUESTIONS, description="Clarifying questions asked (clarify only)."
+    )
+    provisional: str | None = Field(
+        None, max_length=600, description="clarify only: the provisional recommendation given, in one sentence."
     )
     assumptions: list[str] = Field(default_factory=list, description="Assumptions made in place of missing facts.")
     sources: list[str] = Field(default_factory=list, description="`source` of each search result relied on.")
@@ -63,7 +66,7 @@ class Reply(BaseModel):
     def _clean_lists(cls, value: object) -> object:
         return _clean_list(value)
 
-    @field_validator("decision", "topic", mode="before")
+    @field_validator("decision", "topic", "provisional", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
