@@ -17,6 +17,12 @@ class Metrics:
             "archbot_events_refused", "Events answered 503 because the database could not take them", registry=r
         )
         self.jobs = Counter("archbot_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)
+        self.requests_rejected = Counter(
+            "archbot_requests_rejected",
+            "HTTP requests to /slack/events refused before parsing: unsigned (401), malformed (400), too_large (413)",
+            ["reason"],
+            registry=r,
+        )
         self.ack_seconds = Histogram(
             "archbot_ack_seconds",
             "Time from request received to ack",

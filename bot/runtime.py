@@ -144,7 +144,12 @@ class Bot:
 
         runner = self.runner
         readiness = Readiness(store=self.astore, slack_ok=lambda: self.slack_ok, workers_ok=lambda: runner.alive)
-        web_app = build_web_app(metrics=self.metrics, readiness=readiness, bolt=None if settings.socket_mode else app)
+        web_app = build_web_app(
+            metrics=self.metrics,
+            readiness=readiness,
+            bolt=None if settings.socket_mode else app,
+            signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
+        )
         self._web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._web_runner.setup()
         site = web.TCPSite(self._web_runner, host="0.0.0.0", port=settings.port)
@@ -157,10 +162,10 @@ class Bot:
         )
 
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+            from bot.slack.intake import ScreenedSocketModeHandler
 
             assert settings.slack_app_token is not None
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            handler = ScreenedSocketModeHandler(app, settings.slack_app_token.get_secret_value(), metrics=self.metrics)
             await handler.connect_async()
             self._socket_handler = handler
 

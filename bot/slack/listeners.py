@@ -110,9 +110,7 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
     @app.middleware
     async def measure_ack(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
         started = time.perf_counter()
-        body = req.body or {}
-        kind = (body.get("event") or {}).get("type") or body.get("type") or body.get("command") or "unknown"
-        metrics.events.labels(str(kind)).inc()
+        body = req.body  # counted and shape-checked before dispatch (bot/slack/intake.py)
         if not deps.accepting and body.get("type") == "event_callback":
             # Shutting down: refuse, so Slack redelivers the event to the next process.
             return BoltResponse(status=503, body="shutting down")

@@ -90,6 +90,7 @@ Socket Mode: ``GET /socket`` (the URL apps.connections.open hands out)
     - Redelivery: an ``events_api`` envelope not acked within ``redeliver_after`` seconds is sent again
       (same ``envelope_id``, ``retry_attempt`` + 1, ``retry_reason="timeout"``) until
       ``retry_attempt`` reaches ``max_redeliveries``. ``redeliver_after=None`` disables it.
+    - ``await socket_send_raw(frame)`` sends a text frame as-is (robustness tests: frames Slack never sends).
     - ``await socket_disconnect(reason="refresh_requested")`` sends ``{"type": "disconnect"}``; the
       slack_sdk client then reconnects. ``await socket_drop()`` closes connections from the server side.
     - ``echo_bot_messages=True`` pushes ``message`` events for the bot's own posts, edits and
@@ -1639,6 +1640,13 @@ class FakeSlack:
     async def socket_send_interactive(self, payload: dict[str, Any]) -> str:
         """Push an ``interactive`` envelope (block_actions, view_submission, ...)."""
         return await self._send_envelope("interactive", payload, accepts_response_payload=True)
+
+    async def socket_send_raw(self, frame: str) -> None:
+        """Send ``frame`` as-is on the newest connection: for robustness tests, frames Slack never
+        sends (not JSON, an envelope whose ``payload`` is a list...). Acks of such frames still land
+        in ``fake.acks`` when they name an ``envelope_id``."""
+        sockets = await self.wait_for(lambda f: f._open_sockets(), timeout=self.connect_timeout)
+        await sockets[-1].ws.send_str(frame)
 
     async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask connected clients to reconnect, as Slack does before recycling a connection."""
