@@ -118,7 +118,7 @@ async def test_socket_mode_odd_frames_are_acked_and_ignored(
         parent = slack.add_message("C1", "<@UBOT> and over the socket?", user="U1")
         await slack.socket_send_event(event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts)))
         assert len(await wait_answers(slack, "C1", parent.ts)) == 1
-        assert bot.store.job_counts() == {"done": 1}
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
         text = await read_metrics(bot)
         assert metric(text, "archbot_events_ignored_total", 'reason="malformed"') >= 10
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
