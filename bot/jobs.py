@@ -247,6 +247,8 @@ class JobRunner:
             raise  # shutdown: the job is re-queued by stop()
         except SlackPostError as exc:
             log.warning("slack refused the answer", extra={**extra, "error": exc.error})
+            if job.thread_ts:  # nothing was posted there: the thread is not one the bot takes part in
+                await self.store.forget_thread(job.channel, job.thread_ts)
             await self._end(job, "failed", f"slack: {exc.error}", extra)
         except Exception as exc:
             log.exception("job failed", extra=extra)
@@ -272,14 +274,20 @@ class JobRunner:
             job = await self._open_review_thread(job, extra)
             if job is None:
                 return
-        if not question:
-            await post_message(
-                self.client, channel=job.channel, text=HELP_TEXT, thread_ts=job.thread_ts, metrics=self.metrics
-            )
+        if not question:  # a bare mention: the help text, and the 👀 goes away like after any answer
+            try:
+                await post_message(
+                    self.client, channel=job.channel, text=HELP_TEXT, thread_ts=job.thread_ts, metrics=self.metrics
+                )
+            finally:
+                if job.kind != "review":
+                    await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
             await self._end(job, "done", None, extra)
             return
         if job.channel_type in ("unknown", "command"):
             job.channel_type = await resolve_channel_type(self.client, job.channel)
+            if job.channel_type not in ("unknown", "command"):
+                await self.store.set_channel_type(job.id, job.channel_type)
         if job.kind != "review" and job.attempts > 1:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)

@@ -14,6 +14,7 @@ from pathlib import Path
 from bot.config import KNOWLEDGE_DIR, Settings
 
 MAX_PROPOSAL_CHARS = 60_000
+TITLE_CHARS = 80  # a review's title, from the first line of its text
 _PATHLIKE = re.compile(r"^[\w./\-\u4e00-\u9fff]+\.(md|markdown|mdx|txt|rst)$", re.IGNORECASE)
 
 
@@ -40,6 +41,16 @@ def find_doc(settings: Settings, name: str) -> Path | None:
     return None
 
 
+def short_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """The first line, shortened at a word boundary (with "…") when longer than `limit`."""
+    line = " ".join(text.strip().split("\n", 1)[0].split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:.-") + "…"
+
+
 def resolve_proposal(settings: Settings, text: str) -> Proposal:
     """The proposal to review: a named doc's content, or the text itself."""
     stripped = text.strip()
@@ -54,5 +65,4 @@ def resolve_proposal(settings: Settings, text: str) -> Proposal:
                 return Proposal(
                     text=f"Review this design document ({stripped}):\n\n{content}", title=stripped, path=stripped
                 )
-    first_line = stripped.split("\n", 1)[0]
-    return Proposal(text=stripped, title=first_line[:80] or "a proposal")
+    return Proposal(text=stripped, title=short_title(stripped) or "a proposal")

@@ -188,7 +188,9 @@ def collect_stats(store: Store, *, since: float, until: float | None = None) -> 
     out.feedback = feedback
 
     out.busiest_channels = store.query(
-        "SELECT channel, MAX(channel_type) AS channel_type, COUNT(*) AS questions FROM jobs"
+        # A type resolved later (conversations.info) wins over the "unknown" stored at enqueue.
+        "SELECT channel, COALESCE(MAX(NULLIF(channel_type, 'unknown')), 'unknown') AS channel_type,"
+        " COUNT(*) AS questions FROM jobs"
         " WHERE created_at >= ? AND created_at < ? AND channel_type != 'command'"
         " GROUP BY channel ORDER BY questions DESC, channel LIMIT ?",
         (*window, TOP_N),
@@ -319,9 +321,13 @@ def stats_command(settings: Settings, *, since: datetime | None, json_: bool) ->
             f"archbot: no database at {settings.db_path} (run `archbot index` or `archbot run` first)", file=sys.stderr
         )
         return 1
+    start = resolve_since(settings, since)
+    if start >= time.time():
+        print("archbot: --since must be in the past", file=sys.stderr)
+        return 2
     store = Store(settings.db_path)
     try:
-        stats = collect_stats(store, since=resolve_since(settings, since))
+        stats = collect_stats(store, since=start)
     finally:
         store.close()
     if json_:

@@ -363,6 +363,16 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE jobs SET thread_ts=? WHERE id=?", (thread_ts, job_id))
 
+    def set_channel_type(self, job_id: int, channel_type: str) -> None:
+        """The type a job resolved (conversations.info), on the job and on its thread."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET channel_type=? WHERE id=?", (channel_type, job_id))
+            db.execute(
+                "UPDATE threads SET channel_type=? WHERE (channel, thread_ts) IN"
+                " (SELECT channel, thread_ts FROM jobs WHERE id=?) AND channel_type IN ('unknown', 'command')",
+                (channel_type, job_id),
+            )
+
     def set_reply_ts(self, job_id: int, reply_ts: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET reply_ts=? WHERE id=?", (reply_ts, job_id))
@@ -405,6 +415,15 @@ class Store:
     # -- threads -------------------------------------------------------------------------
     def is_bot_thread(self, channel: str, thread_ts: str) -> bool:
         return bool(self._rows("SELECT 1 FROM threads WHERE channel=? AND thread_ts=?", (channel, thread_ts)))
+
+    def forget_thread(self, channel: str, thread_ts: str) -> None:
+        """Drop a thread the bot never answered in (its job failed to post): no follow-ups there."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM threads WHERE channel=? AND thread_ts=?"
+                " AND NOT EXISTS (SELECT 1 FROM answers WHERE channel=? AND thread_ts=?)",
+                (channel, thread_ts, channel, thread_ts),
+            )
 
     def add_thread(self, *, channel: str, thread_ts: str, channel_type: str, started_by: str | None) -> None:
         with self._tx() as db:

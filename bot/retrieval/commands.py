@@ -54,6 +54,8 @@ def hit_json(hit: Hit) -> dict[str, object]:
 
 def search_command(settings: Settings, query: str, *, k: int, json_: bool) -> int:
     """Print the k best passages for a query (JSON array with --json)."""
+    if not query.strip():
+        raise click.UsageError("the query is empty")
     searcher = Searcher(settings.db_path, docs_url=settings.docs_url)
     try:
         hits = searcher.search(query, k)

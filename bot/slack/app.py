@@ -46,6 +46,21 @@ def build_client(
     )
 
 
+class _SameTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and, given our client too, warns at every start that the
+    token "will be unused". Our client was built from that same variable: drop that one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _SameTokenNotice) for f in logger.filters):
+        logger.addFilter(_SameTokenNotice())
+    return logger
+
+
 def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
     """The Bolt app with every listener registered. Acks are sent after the listener ran
     (process_before_response): a job is durable in the store before Slack hears "ok"."""
@@ -56,7 +71,7 @@ def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
         request_verification_enabled=not settings.socket_mode,
         process_before_response=True,
         raise_error_for_unhandled_request=False,
-        logger=logging.getLogger("slack_bolt.App"),
+        logger=_bolt_logger(),
     )
     register_listeners(app, deps)
     return app

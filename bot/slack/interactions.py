@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreUnavailable
+from bot.proposals import short_title
 from bot.slack.deps import Deps
 from bot.slack.post import post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
@@ -117,6 +118,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         )
         if job_id is not None:
             deps.metrics.queue_depth.inc()
+            log.info("job queued", extra={"job_id": job_id, "kind": "review", "channel": channel})
             deps.wake.set()
         return job_id
 
@@ -137,7 +139,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
                     "Run `/arch-review` again, or pass the proposal as text: `/arch-review <proposal>`.",
                 )
             return
-        title = text.split("\n", 1)[0][:80]
+        title = short_title(text)
         try:
             await queue_review(
                 channel=channel,

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -34,6 +35,7 @@ from bot.slack.render import MARKDOWN_BLOCK_LIMIT, build_fallback_text, build_pr
 log = logging.getLogger(__name__)
 
 WORKING_REACTION = "eyes"  # on the question while its job is queued or running
+_TS = re.compile(r"\d+\.\d+")  # a message timestamp, e.g. 1700000000.000100
 StreamMode = Literal["auto", "stream", "update"]
 _STREAM_REFUSALS = {
     "message_not_in_streaming_state",
@@ -73,7 +75,18 @@ async def post_message(
         raise SlackPostError(
             "chat.postMessage failed", channel=channel, thread_ts=thread_ts, error=_error_code(exc)
         ) from exc
-    return str(resp["ts"])
+    return message_ts(resp, "chat.postMessage", channel=channel, thread_ts=thread_ts)
+
+
+def message_ts(resp: Any, method: str, *, channel: str, thread_ts: str | None) -> str:
+    """The `ts` of the message Slack made; SlackPostError (`no_ts`) when the answer has none (a
+    proxy's reply, a truncated body): a reply is never recorded under a made-up ts."""
+    ts = resp.get("ts")
+    if not isinstance(ts, str) or not _TS.fullmatch(ts):
+        raise SlackPostError(
+            f"{method} answered without a message ts", channel=channel, thread_ts=thread_ts, error="no_ts"
+        )
+    return ts
 
 
 async def update_message(
@@ -183,7 +196,9 @@ class ReplyPoster:
             try:
                 async with self._lock:
                     await self._show_progress(self._latest)
-            except Exception:  # progress is best effort; the final render reports for real
+            except SlackApiError as exc:  # progress is best effort; the final render reports for real
+                log.warning("progress update failed", extra={"channel": self.channel, "error": _error_code(exc)})
+            except Exception:
                 log.warning("progress update failed", exc_info=True, extra={"channel": self.channel})
             interval = self.append_interval if self.mode == "stream" else self.update_interval
             wait = interval - (time.monotonic() - started)
@@ -215,7 +230,9 @@ class ReplyPoster:
                     channel=self.channel, thread_ts=self.thread_ts, markdown_text=delta, **kwargs
                 )
                 self._streaming = True
-                await self._first_post(str(resp["ts"]))
+                await self._first_post(
+                    message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
+                )
             else:
                 await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
         except SlackApiError as exc:

@@ -74,6 +74,8 @@ Failure scripting
       the next ``times`` calls to ``method`` (``times=None``: until ``clear_failures()``) answer
       HTTP 429 + ``Retry-After`` (default), or HTTP 200 ``{"ok": false, "error": error}`` when only
       ``error`` is given, or the given HTTP status (e.g. 500/503). Rules queue per method.
+    - ``respond(method, body, *, times=1)``: the next calls answer exactly ``body`` with HTTP 200 and
+      change nothing (e.g. ``{"ok": true}`` without a ``ts``, as a misbehaving proxy would).
     - ``expire_streams(True)``: from now on appendStream/stopStream answer
       ``message_not_in_streaming_state`` (startStream still works, like a stream that expires).
     - ``expire_trigger(trigger_id)``.
@@ -300,6 +302,7 @@ class FailureRule:
     retry_after: int | None
     remaining: int | None
     extra: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] | None = None  # answer exactly this (see `FakeSlack.respond`)
 
 
 class _ApiError(Exception):
@@ -776,6 +779,13 @@ class FakeSlack:
         self._failures.append(rule)
         return rule
 
+    def respond(self, method: str, body: Mapping[str, Any], *, times: int | None = 1) -> FailureRule:
+        """Answer the next ``times`` calls to ``method`` with exactly ``body`` (HTTP 200), doing
+        nothing else: what a proxy or a truncated answer looks like (e.g. ``{"ok": true}``)."""
+        rule = FailureRule(method=method, status=200, error="", retry_after=None, remaining=times, body=dict(body))
+        self._failures.append(rule)
+        return rule
+
     def clear_failures(self) -> None:
         self._failures.clear()
 
@@ -843,7 +853,9 @@ class FakeSlack:
         call = Call(method=method, args=args, token=token, at=time.monotonic(), http_verb=request.method)
         headers = {"x-oauth-scopes": ",".join(self.scopes), "x-slack-req-id": uuid.uuid4().hex}
         rule = self._take_failure(method)
-        if rule is not None:
+        if rule is not None and rule.body is not None:
+            status, body = 200, dict(rule.body)
+        elif rule is not None:
             status, body = rule.status, {"ok": False, "error": rule.error, **rule.extra}
             if rule.retry_after is not None:
                 headers["Retry-After"] = str(rule.retry_after)

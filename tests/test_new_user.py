@@ -1,0 +1,156 @@
+"""What a new user hit (#14): each case through the real clients against the fakes, or the real CLI.
+
+Slack cases start the bot (`running_bot`) and deliver signed events; the CLI cases run click's
+CliRunner on a temp database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
+from bot.jobs import HELP_TEXT
+from bot.proposals import short_title
+from bot.slack.post import WORKING_REACTION
+from bot.store import Store
+from tests.conftest import bot_settings, running_bot
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.signing import post_event, post_slash_command
+from tests.fakes.slack import FakeSlack, event_callback, mention_event, message_event, slash_command_payload
+
+
+def url(bot) -> str:
+    return f"http://127.0.0.1:{bot.port}"
+
+
+async def deliver_mention(bot, slack: FakeSlack, text: str, *, channel: str = "C1", user: str = "U1"):
+    message = slack.add_message(channel, text, user=user)
+    payload = event_callback(mention_event(message.text, channel=channel, user=user, ts=message.ts))
+    status, _ = await post_event(url(bot), slack.signing_secret, payload)
+    assert status == 200
+    return message
+
+
+# -- item 2: a bare mention ------------------------------------------------------------------
+async def test_bare_mention_gets_help_and_loses_the_working_reaction(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        question = await deliver_mention(bot, slack, "<@UBOT>")
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        await slack.wait_for(lambda f: f.calls_to("reactions.remove"))
+    [help_reply] = [m for m in slack.thread("C1", question.ts) if m.bot_id == slack.bot_id]
+    assert help_reply.text == HELP_TEXT
+    assert [c.args["name"] for c in slack.calls_to("reactions.add")] == [WORKING_REACTION]
+    assert WORKING_REACTION not in slack.message("C1", question.ts).reactions
+    assert not model.message_requests
+
+
+# -- item 11 -----------------------------------------------------------------------------------
+async def test_stats_shows_the_channel_type_resolved_by_the_job(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    slack.add_channel("C1", name="design")
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        await deliver_mention(bot, slack, "<@UBOT> what is a saga?")  # app_mention: no channel_type
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+    result = CliRunner().invoke(cli, ["stats", "--json"], env={"ARCHBOT_DB": str(tmp_path / "archbot.db")})
+    assert result.exit_code == 0, result.output
+    import json
+
+    channels = json.loads(result.stdout)["busiest_channels"]
+    assert channels == [{"channel": "C1", "channel_type": "channel", "questions": 1}]
+    store = Store(tmp_path / "archbot.db")
+    assert store.query("SELECT channel_type FROM threads") == [{"channel_type": "channel"}]
+    store.close()
+
+
+async def test_a_job_that_could_not_post_does_not_adopt_the_thread(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    slack.add_channel("C9", name="design", is_member=False)
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        question = await deliver_mention(bot, slack, "<@UBOT> what is a saga?", channel="C9")
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"failed": 1})
+        assert not bot.store.is_bot_thread("C9", question.ts)
+        # A later reply in that thread, without a mention, is not taken for a follow-up.
+        reply = slack.add_message("C9", "and the outbox?", user="U2", thread_ts=question.ts)
+        payload = event_callback(message_event(reply.text, channel="C9", user="U2", ts=reply.ts, thread_ts=question.ts))
+        assert (await post_event(url(bot), slack.signing_secret, payload))[0] == 200
+        await asyncio.sleep(0)  # the listener runs before the ack: nothing is pending once we have it
+        assert bot.store.job_counts() == {"failed": 1}
+    refused = [r for r in caplog.records if "not_in_channel" in str(getattr(r, "error", ""))]
+    assert refused, "the refusal is logged with Slack's error"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.exc_info], "no traceback"
+
+
+async def test_a_post_answered_without_ts_is_refused_not_stored_as_none(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    slack.respond("chat.postMessage", {"ok": True}, times=None)  # a proxy that drops the body
+    async with running_bot(bot_settings(tmp_path, slack, model, stream_mode="update")) as bot:
+        await deliver_mention(bot, slack, "<@UBOT> what is a saga?")
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"failed": 1})
+        assert bot.store.query("SELECT error, reply_ts FROM jobs") == [{"error": "slack: no_ts", "reply_ts": None}]
+        assert bot.store.query("SELECT message_ts FROM answers WHERE message_ts = 'None'") == []
+
+
+async def test_start_does_not_warn_that_the_token_is_unused(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack.bot_token)  # as in a real deployment
+    caplog.set_level(logging.INFO)
+    async with running_bot(bot_settings(tmp_path, slack)):
+        pass
+    assert not [r for r in caplog.records if "will be unused" in r.getMessage()]
+
+
+async def test_review_jobs_log_job_queued_and_keep_whole_words_in_the_title(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    slack.add_channel("C1", name="design")
+    proposal = (
+        "Move device connection events from direct HTTP callbacks to a transactional outbox with a relay service\n"
+        "so notifications survive restarts."
+    )
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        fields = slash_command_payload("/arch-review", proposal, user="U1", channel="C1")
+        status, _ = await post_slash_command(url(bot), slack.signing_secret, fields)
+        assert status == 200
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+    queued = [r for r in caplog.records if r.getMessage() == "job queued"]
+    assert [getattr(r, "kind", None) for r in queued] == ["review"]
+    [parent] = [m for m in slack.bot_messages("C1") if m.thread_ts is None or m.thread_ts == m.ts]
+    title = short_title(proposal)
+    assert title == "Move device connection events from direct HTTP callbacks to a transactional…"
+    assert f"*{title}*" in parent.text
+
+
+def test_short_title_cuts_at_a_word() -> None:
+    assert short_title("Short title\nbody") == "Short title"
+    cut = short_title("word " * 30, limit=40)
+    assert cut.endswith("word…") and len(cut) <= 40
+
+
+def test_search_with_an_empty_query_exits_2_like_ask(tmp_path: Path) -> None:
+    env = {"ARCHBOT_DB": str(tmp_path / "a.db")}
+    for command in (["search", ""], ["search", "   "], ["ask", ""]):
+        result = CliRunner().invoke(cli, command, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert "empty" in result.stderr
+
+
+def test_stats_since_in_the_future_exits_2(tmp_path: Path) -> None:
+    Store(tmp_path / "a.db").close()
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))
+    result = CliRunner().invoke(cli, ["stats", "--since", tomorrow], env={"ARCHBOT_DB": str(tmp_path / "a.db")})
+    assert result.exit_code == 2
+    assert "--since must be in the past" in result.stderr
