@@ -254,7 +254,7 @@ async def test_secrets_echoed_by_upstream_errors_are_redacted(
         assert notice.text.startswith(":warning:")
         model.reset()
 
-        # Streaming refused with a body quoting the secrets (logged with its traceback); the answer
+        # Streaming refused with a body quoting the secrets (the body is logged at DEBUG); the answer
         # still arrives by the plain post path.
         slack.fail("chat.startStream", error="fatal_error", extra={"detail": echo}, times=None)
         slack.fail("reactions.add", error="internal_error", extra={"detail": echo}, times=None)

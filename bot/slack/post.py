@@ -198,6 +198,7 @@ class ReplyPoster:
                     await self._show_progress(self._latest)
             except SlackApiError as exc:  # progress is best effort; the final render reports for real
                 log.warning("progress update failed", extra={"channel": self.channel, "error": _error_code(exc)})
+                log.debug("progress update refused", extra={"channel": self.channel, "response": exc.response.data})
             except Exception:
                 log.warning("progress update failed", exc_info=True, extra={"channel": self.channel})
             interval = self.append_interval if self.mode == "stream" else self.update_interval
