@@ -42,6 +42,7 @@ from bot.slack.context import (
     fetch_replies,
     resolve_channel_type,
 )
+from bot.slack.neutralise import mention_channel
 from bot.slack.post import (
     WORKING_REACTION,
     ReplyPoster,
@@ -49,6 +50,7 @@ from bot.slack.post import (
     post_ephemeral,
     post_message,
     remove_reaction,
+    send_response_url,
     update_message,
 )
 from bot.store import MAX_ATTEMPTS
@@ -427,18 +429,13 @@ class JobRunner:
     async def _tell_requester(self, job: Job, error: str | None) -> None:
         """The bot cannot post in that channel: tell the requester privately, with the fix."""
         hint = (
-            f"I can't post in <#{job.channel}>"
+            f"I can't post in {mention_channel(job.channel)}"
             + (f" (`{error}`)" if error else "")
             + ". Invite me with `/invite @archbot` and run `/arch-review` again, or DM me the proposal."
         )
         response_url = job.meta.get("response_url")
-        if response_url:
-            from slack_sdk.webhook.async_client import AsyncWebhookClient
-
-            with contextlib.suppress(Exception):
-                sent = await AsyncWebhookClient(response_url).send(text=hint, response_type="ephemeral")
-                if sent.status_code == 200:
-                    return
+        if response_url and await send_response_url(str(response_url), text=hint):
+            return
         if not job.user:
             return
         if await post_ephemeral(self.client, channel=job.channel, user=job.user, text=hint):

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.retrieval import index_sources
 from bot.slack.home import HomeFigures, RecentQuestion, build_home_view, build_sources_text, publish_home
+from bot.slack.neutralise import neutralise_view
 from bot.stats import index_summary
 from bot.store import Store
 from bot.types import Answer
@@ -42,6 +43,7 @@ def test_view_explains_sources_questions_and_feedback() -> None:
         bot_user_id="U0BOT",
         now=NOW,
     )
+    view = neutralise_view(view)  # as Slack receives it (bot/slack/post.py)
     assert view["type"] == "home"
     assert len(view["blocks"]) <= 100
     text = _text(view)

@@ -13,7 +13,8 @@ from bot.types import Answer, Citation
 
 def test_links_with_parentheses_survive_in_mrkdwn() -> None:
     out = to_mrkdwn("See [the RFC (draft)](https://example.com/wiki/Saga_(pattern)) now")
-    assert "<https://example.com/wiki/Saga_(pattern)|the RFC (draft)>" in out
+    # a label written by the model never hides the target: the URL is shown, whole
+    assert "the RFC (draft) (<https://example.com/wiki/Saga_(pattern)>)" in out
 
 
 def test_bold_lists_and_code() -> None:

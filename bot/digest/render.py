@@ -42,8 +42,10 @@ def _md_link(label: str, url: str | None) -> str:
     from bot.slack.render import citation_url
     from bot.types import Citation
 
+    from bot.slack.neutralise import trusted_label
+
     safe = citation_url(Citation(path="", source="", url=url)) or url
-    return f"[{label}]({safe})"
+    return f"[{trusted_label(label)}]({safe})"  # a bot-composed link: its label may stand in for the URL
 
 
 @dataclass
@@ -156,7 +158,9 @@ def render_markdown(data: DigestData) -> str:
     footer = build_footer(data)
     if footer:
         out += ["---", f"_{footer}_", ""]
-    return "\n".join(out).rstrip() + "\n"
+    from bot.slack.neutralise import strip_marks
+
+    return strip_marks("\n".join(out).rstrip() + "\n")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.slack.post import set_assistant_status, set_suggested_prompts
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,9 @@ async def on_assistant_thread_started(
     """Offer suggested prompts in a new assistant thread; returns what was offered ([] on failure)."""
     prompts = build_suggested_prompts(await doc_titles(searcher))
     try:
-        await client.assistant_threads_setSuggestedPrompts(
-            channel_id=channel,
+        await set_suggested_prompts(
+            client,
+            channel=channel,
             thread_ts=thread_ts,
             title=SUGGESTED_TITLE,
             prompts=[p.as_slack() for p in prompts],
@@ -175,7 +177,7 @@ async def on_assistant_thread_started(
 async def set_status(client: AsyncWebClient, *, channel: str, thread_ts: str, status: str) -> bool:
     """Show (or with "" clear) the status line under an assistant thread. Cosmetic: never raises."""
     try:
-        await client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+        await set_assistant_status(client, channel=channel, thread_ts=thread_ts, status=status)
     except SlackApiError as exc:
         log.info(
             "assistant: setStatus failed",

@@ -29,6 +29,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.slack.neutralise import mention_channel, mention_user, slack_date
+from bot.slack.post import publish_view
 from bot.slack.render import escape_mrkdwn
 from bot.stats import format_age
 from bot.store import Store
@@ -62,7 +64,7 @@ def _slack_date(ts: float | None, fallback: str = "unknown") -> str:
     if not ts:
         return fallback
     iso = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{iso}>"
+    return slack_date(int(ts), "{date_short_pretty} {time}", iso)
 
 
 def _age(ts: float | None, now: float) -> str:
@@ -140,7 +142,7 @@ def build_home_view(
 ) -> dict[str, Any]:
     """The App Home `home` view. Pure: every input is a value."""
     now = time.time() if now is None else now
-    me = f"<@{bot_user_id}>" if bot_user_id else "@archbot"
+    me = mention_user(bot_user_id) if bot_user_id else "@archbot"
     blocks: list[dict[str, Any]] = [
         _header("archbot: architecture questions, answered from your docs"),
         _section(
@@ -176,7 +178,7 @@ def build_home_view(
         for item in recent[:RECENT_LIMIT]:
             question = escape_mrkdwn(_clean_question(item.question)) or "(no text)"
             blocks.append(_section(f"> {question}"))
-            blocks.append(_context(f"<#{item.channel}> · {_slack_date(item.asked_at)}"))
+            blocks.append(_context(f"{mention_channel(item.channel)} · {_slack_date(item.asked_at)}"))
     else:
         blocks.append(_context("No questions from public channels yet."))
     blocks += [{"type": "divider"}, _header("How it's going")]
@@ -257,4 +259,4 @@ async def publish_home(
         bot_user_id=bot_user_id,
         now=now,
     )
-    await client.views_publish(user_id=user_id, view=view)
+    await publish_view(client, user_id=user_id, view=view)

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import StoreUnavailable
 from bot.proposals import short_title
 from bot.slack.deps import Deps
-from bot.slack.post import post_ephemeral
+from bot.slack.post import open_view, post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         channel = str(command.get("channel_id") or "")
         if not text:
             try:
-                await client.views_open(trigger_id=command["trigger_id"], view=build_review_modal(channel_id=channel))
+                await open_view(client, trigger_id=command["trigger_id"], view=build_review_modal(channel_id=channel))
                 await ack()
             except SlackApiError as exc:
                 error = exc.response.get("error")
@@ -198,8 +198,10 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         log.info("feedback", extra={"channel": channel, "message_ts": message_ts, "value": value})
         if value == "down" and body.get("trigger_id"):
             try:
-                await client.views_open(
-                    trigger_id=body["trigger_id"], view=build_feedback_modal(channel=channel, message_ts=message_ts)
+                await open_view(
+                    client,
+                    trigger_id=body["trigger_id"],
+                    view=build_feedback_modal(channel=channel, message_ts=message_ts),
                 )
                 return
             except SlackApiError:

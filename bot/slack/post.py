@@ -1,4 +1,9 @@
-"""Posting to Slack: the only module that calls chat.postMessage / chat.update / the streaming API.
+"""Posting to Slack: the only module that writes to Slack (messages, streams, views, statuses).
+
+Every write passes the output neutraliser (`bot/slack/neutralise.py`) here, right before it goes
+out, in the format of each field: no broadcast, mention or hidden link target reaches Slack
+unless the bot composed it. `tests/test_neutralise.py` checks that no other module calls a
+Slack write method.
 
 `ReplyPoster` shows one answer in one thread while it is being written:
 - `stream` mode uses Slack's chat streaming API (`chat.startStream` → `chat.appendStream` →
@@ -30,6 +35,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import SlackPostError
 from bot.metrics import Metrics
+from bot.slack.neutralise import (
+    neutralise_blocks,
+    neutralise_markdown,
+    neutralise_mrkdwn,
+    neutralise_plain,
+    neutralise_view,
+    stable_markdown_prefix,
+)
 from bot.slack.render import MARKDOWN_BLOCK_LIMIT, build_fallback_text, build_progress_text
 
 log = logging.getLogger(__name__)
@@ -67,7 +80,12 @@ async def post_message(
     """Post one message; returns its ts. Raises SlackPostError when Slack refuses for good."""
     try:
         resp = await client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False, unfurl_media=False
+            channel=channel,
+            text=neutralise_mrkdwn(text),
+            blocks=neutralise_blocks(blocks),
+            thread_ts=thread_ts,
+            unfurl_links=False,
+            unfurl_media=False,
         )
     except SlackApiError as exc:
         if metrics:
@@ -99,7 +117,9 @@ async def update_message(
     metrics: Metrics | None = None,
 ) -> None:
     try:
-        await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
+        await client.chat_update(
+            channel=channel, ts=ts, text=neutralise_mrkdwn(text), blocks=neutralise_blocks(blocks or [])
+        )
     except SlackApiError as exc:
         if metrics:
             metrics.slack_errors.labels("chat.update").inc()
@@ -111,11 +131,53 @@ async def post_ephemeral(
 ) -> bool:
     """A message only `user` sees; False (logged) when Slack refuses."""
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        await client.chat_postEphemeral(channel=channel, user=user, text=neutralise_mrkdwn(text), thread_ts=thread_ts)
         return True
     except SlackApiError as exc:
         log.warning("ephemeral message failed", extra={"channel": channel, "error": _error_code(exc)})
         return False
+
+
+async def send_response_url(response_url: str, *, text: str) -> bool:
+    """An ephemeral reply through a slash command's `response_url`; False when it did not go through."""
+    from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+    try:
+        sent = await AsyncWebhookClient(response_url).send(text=neutralise_mrkdwn(text), response_type="ephemeral")
+    except Exception:
+        log.info("response_url reply failed", exc_info=True)
+        return False
+    return sent.status_code == 200
+
+
+async def open_view(client: AsyncWebClient, *, trigger_id: str, view: dict) -> None:
+    """views.open (a modal). Raises SlackApiError, like the SDK: the caller knows what to tell the user."""
+    await client.views_open(trigger_id=trigger_id, view=neutralise_view(view))
+
+
+async def publish_view(client: AsyncWebClient, *, user_id: str, view: dict) -> None:
+    """views.publish (the App Home tab). Raises SlackApiError."""
+    await client.views_publish(user_id=user_id, view=neutralise_view(view))
+
+
+async def set_assistant_status(client: AsyncWebClient, *, channel: str, thread_ts: str, status: str) -> None:
+    """assistant.threads.setStatus. Raises SlackApiError."""
+    await client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=neutralise_plain(status))
+
+
+async def set_suggested_prompts(
+    client: AsyncWebClient, *, channel: str, thread_ts: str, title: str, prompts: list[dict[str, str]]
+) -> None:
+    """assistant.threads.setSuggestedPrompts; a prompt's `message` is posted as the user's own words."""
+    await client.assistant_threads_setSuggestedPrompts(
+        channel_id=channel,
+        thread_ts=thread_ts,
+        title=neutralise_plain(title),
+        prompts=[
+            {"title": neutralise_plain(p.get("title", "")), "message": neutralise_mrkdwn(p.get("message", ""))}
+            for p in prompts
+        ],
+    )
 
 
 async def add_reaction(client: AsyncWebClient, *, channel: str, ts: str, name: str) -> None:
@@ -209,14 +271,20 @@ class ReplyPoster:
 
     async def _show_progress(self, text: str) -> None:
         text = text[:MARKDOWN_BLOCK_LIMIT]
-        if not text.strip() or text == self._shown:
+        if not text.strip():
             return
-        if self.mode == "stream" and await self._stream_to(text):
-            return
-        await self._update_to(build_progress_text(text))
+        if self.mode == "stream":
+            # Only the settled part streams: a link or token is shown once it is complete, neutralised.
+            safe = neutralise_markdown(stable_markdown_prefix(text))
+            if not safe.strip() or safe == self._shown or await self._stream_to(safe):
+                return
+        progress = build_progress_text(text)
+        if neutralise_markdown(progress) != self._shown:
+            await self._update_to(progress)
 
     async def _stream_to(self, text: str) -> bool:
-        """Make the stream show `text`; False when streaming is refused (the caller falls back)."""
+        """Make the stream show `text` (already neutralised: deltas of it go out as they are);
+        False when streaming is refused (the caller falls back)."""
         if not text.startswith(self._shown) or (self.ts and not self._streaming):
             return self._fall_back("rewrite")
         delta = text[len(self._shown) :]
@@ -257,7 +325,7 @@ class ReplyPoster:
     async def _update_to(self, text: str) -> None:
         """Show partial text the plain way: post the reply message, or edit it."""
         await self._put(text=build_fallback_text(text), blocks=[{"type": "markdown", "text": text}])
-        self._shown = text
+        self._shown = neutralise_markdown(text)
 
     async def _put(self, *, text: str, blocks: list[dict]) -> None:
         """Make the reply message show this: post it when there is none yet, else close any stream and edit it."""
@@ -289,7 +357,7 @@ class ReplyPoster:
         if self.ts is None:
             return False
         try:
-            await self.client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=blocks)
+            await self.client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=neutralise_blocks(blocks))
             return True
         except SlackApiError as exc:
             log.info("stopStream refused", extra={"channel": self.channel, "error": _error_code(exc)})
@@ -314,6 +382,8 @@ class ReplyPoster:
     async def _finish(self, parts: list[tuple[str, list[dict]]]) -> list[str]:
         first_text, first_blocks = parts[0]
         first_markdown = next((b["text"] for b in first_blocks if b.get("type") == "markdown"), None)
+        if first_markdown is not None:
+            first_markdown = neutralise_markdown(first_markdown)  # the stream's last delta goes out as is
         extra_blocks = [b for b in first_blocks if b.get("type") != "markdown"]
         done = False
         if (

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from bot.slack.neutralise import TRUST, mention_user, trusted_label
 from bot.types import Answer, Citation
 
 MARKDOWN_BLOCK_LIMIT = 11_000  # per message, leaving room under Slack's 12 000 for sources
@@ -47,6 +48,24 @@ def _link_label(text: str) -> str:
     return escape_mrkdwn(text).replace("|", "¦")
 
 
+_LINKABLE = re.compile(r"(?:https?://|mailto:)[^\s<>|]+", re.IGNORECASE)
+
+
+def _mrkdwn_link(href: str, label: str) -> str:
+    """A markdown link as mrkdwn. Only web and mail targets become links, and only a label the bot
+    marked (`trusted_label`) may stand in for the URL: `[team](!channel)` stays text, and
+    `[the runbook](https://x)` shows its URL."""
+    label = label.replace("|", "¦")
+    if not _LINKABLE.fullmatch(href):
+        target = escape_mrkdwn(href)
+        return f"{label} ({target})" if label and label != target else target
+    if not label or label == escape_mrkdwn(href):
+        return f"<{href}>"
+    if label.startswith(TRUST):
+        return f"<{href}|{label}>"
+    return f"{label} (<{href}>)"
+
+
 def _inline(children: list[Token]) -> str:
     out: list[str] = []
     link_stack: list[str] = []
@@ -69,13 +88,10 @@ def _inline(children: list[Token]) -> str:
             link_stack.append(str(tok.attrGet("href") or ""))
             label = []
         elif tok.type == "link_close" and link_stack:
-            href = link_stack.pop()
-            text = "".join(label)
-            out.append(f"<{href}|{text.replace('|', '¦')}>" if text and text != escape_mrkdwn(href) else f"<{href}>")
+            out.append(_mrkdwn_link(link_stack.pop(), "".join(label)))
             label = []
         elif tok.type == "image":
-            src = str(tok.attrGet("src") or "")
-            out.append(f"<{src}|{_link_label(tok.content or 'image')}>")
+            out.append(_mrkdwn_link(str(tok.attrGet("src") or ""), _link_label(tok.content or "image")))
         elif tok.type in ("html_inline",):
             target.append(escape_mrkdwn(tok.content))
         else:
@@ -263,7 +279,7 @@ def render_sources_markdown(citations: list[Citation]) -> str:
     for i, c in enumerate(items, 1):
         label = citation_label(c).replace("[", "(").replace("]", ")")
         url = citation_url(c)
-        lines.append(f"{i}. [{label}]({url})" if url else f"{i}. `{label}`")
+        lines.append(f"{i}. [{trusted_label(label)}]({url})" if url else f"{i}. `{label}`")
     return "\n".join(lines)
 
 
@@ -275,7 +291,7 @@ def build_review_parent_text(*, title: str, user: str | None, proposal: str) -> 
     itself, quoted (shortened), so readers and every follow-up in the thread have it."""
     head = f":building_construction: Architecture review of *{escape_mrkdwn(title)}*"
     if user:
-        head += f", requested by <@{user}>"
+        head += f", requested by {mention_user(user)}"
     body = proposal.strip()
     if len(body) > REVIEW_QUOTE_LIMIT:
         body = body[:REVIEW_QUOTE_LIMIT].rstrip() + " …"
