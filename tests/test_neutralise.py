@@ -270,7 +270,7 @@ async def test_hostile_review_keeps_only_the_requester_mention(tmp_path: Path, s
 
 
 async def test_hostile_digest_summary(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
-    from bot.digest import post_scheduled_digest  # noqa: I001
+    from bot.digest import post_scheduled_digest
     from bot.store import Store
     from tests.fakes.anthropic import DEFAULT_MODELS
     from tests.test_digest import MODEL_KEY, add_to_slack, seed, settings_for, window

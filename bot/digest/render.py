@@ -39,10 +39,9 @@ def md_escape(text: str) -> str:
 def _md_link(label: str, url: str | None) -> str:
     if not url:
         return label
+    from bot.slack.neutralise import trusted_label
     from bot.slack.render import citation_url
     from bot.types import Citation
-
-    from bot.slack.neutralise import trusted_label
 
     safe = citation_url(Citation(path="", source="", url=url)) or url
     return f"[{trusted_label(label)}]({safe})"  # a bot-composed link: its label may stand in for the URL
