@@ -117,7 +117,13 @@ class Settings(BaseSettings):
         "(draft it with `archbot profile draft`, then review it). Unset: no team facts are sent.",
     )
     concurrency: int = Field(
-        8, ge=1, le=256, validation_alias=_alias("ARCHBOT_CONCURRENCY"), description="Model calls in flight."
+        48,
+        ge=1,
+        le=256,
+        validation_alias=_alias("ARCHBOT_CONCURRENCY"),
+        description="Ceiling of model calls in flight (and jobs run at once) per process. The limit adapts"
+        " below it: it shrinks when the API answers 429/529 (honouring retry-after) and grows back while"
+        " it answers.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_alias("ARCHBOT_LOG_LEVEL"), description="Log level."

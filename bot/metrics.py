@@ -25,7 +25,7 @@ class Metrics:
         )
         self.ack_seconds = Histogram(
             "archbot_ack_seconds",
-            "Time from request received to ack",
+            "Time from the request reaching the web server (or the Socket Mode envelope read) to the ack written",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
             registry=r,
         )
@@ -45,6 +45,15 @@ class Metrics:
         self.slack_errors = Counter("archbot_slack_api_errors", "Slack API errors, by method", ["method"], registry=r)
         self.feedback = Counter("archbot_feedback", "Feedback clicks, by value", ["value"], registry=r)
         self.queue_depth = Gauge("archbot_queue_depth", "Jobs queued or running", registry=r)
+        self.model_limit = Gauge(
+            "archbot_model_concurrency_limit",
+            "Model requests allowed at once now (adapts below ARCHBOT_CONCURRENCY on 429/529)",
+            registry=r,
+        )
+        self.model_in_flight = Gauge("archbot_model_in_flight", "Model requests in flight", registry=r)
+        self.model_overloads = Counter(
+            "archbot_model_overloaded", "Model requests refused with 429/503/529", registry=r
+        )
         self.workers_busy = Gauge("archbot_workers_busy", "Workers running a job", registry=r)
 
     def render(self) -> bytes:

@@ -102,6 +102,7 @@ class Bot:
         self._background: list[asyncio.Task[None]] = []
         self._anthropic: object | None = None
         self._searcher: object | None = None
+        self.model_limit: object | None = None  # bot.architect.limit.AdaptiveLimit, with a model
 
     async def start(self, *, index: bool = True) -> None:
         settings = self.settings
@@ -119,8 +120,20 @@ class Bot:
         self.deps.searcher = searcher
         if self.responder is None and settings.has_model:
             from bot.architect import Architect, build_anthropic_client, check_model
+            from bot.architect.limit import AdaptiveLimit
 
-            anthropic_client = build_anthropic_client(settings)
+            counted = [0]
+
+            def show(limit: AdaptiveLimit) -> None:
+                self.metrics.model_limit.set(limit.allowed)
+                self.metrics.model_in_flight.set(limit.in_flight)
+                if limit.overloads > counted[0]:
+                    self.metrics.model_overloads.inc(limit.overloads - counted[0])
+                    counted[0] = limit.overloads
+
+            self.model_limit = AdaptiveLimit(settings.concurrency, on_change=show)
+            show(self.model_limit)
+            anthropic_client = build_anthropic_client(settings, limit=self.model_limit)
             self._anthropic = anthropic_client
             self.responder = Architect(settings, client=anthropic_client)
             try:

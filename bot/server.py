@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -77,7 +78,10 @@ def build_web_app(
             rejections.note(reason, f"Slack request rejected: {reason}{hint}")
             return web.Response(status=status, text="invalid request" if status != 401 else "unauthorized")
 
-        async def slack_events(request: web.Request) -> web.Response:
+        async def slack_events(request: web.Request) -> web.StreamResponse:
+            # The ack clock runs from the request reaching this handler to the response written,
+            # Bolt's own work (signature, parsing, middleware, listener) included.
+            started = time.perf_counter()
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
@@ -92,9 +96,15 @@ def build_web_app(
                 if isinstance(bolt_request, str):
                     metrics.events.labels("other").inc()
                     metrics.events_ignored.labels("malformed").inc()
+                metrics.ack_seconds.observe(time.perf_counter() - started)
                 return web.Response(status=200)
             bolt_response = await bolt.async_dispatch(bolt_request)
-            return await to_aiohttp_response(bolt_response)
+            response = await to_aiohttp_response(bolt_response)
+            await response.prepare(request)
+            await response.write_eof()
+            if response.status == 200:
+                metrics.ack_seconds.observe(time.perf_counter() - started)
+            return response
 
         app.router.add_post("/slack/events", slack_events)
     return app

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import anthropic
+import httpx2
 from anthropic import AsyncAnthropic
 
+from bot.architect.limit import AdaptiveLimit, LimitedTransport
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.logs import Redactor
@@ -15,11 +17,13 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
+def build_anthropic_client(settings: Settings, *, limit: AdaptiveLimit | None = None) -> AsyncAnthropic:
     """An `AsyncAnthropic` configured from `settings` alone (nothing read from the environment here).
 
     Its own retries (`ARCHBOT_MODEL_RETRIES`, backoff honouring `retry-after`) cover 408/409/429/5xx
     and connection errors before a stream starts; `Architect` retries what happens mid-stream.
+    With a `limit`, every message request (retries included) waits for a slot of that adaptive
+    concurrency limit, shared by every job of the process (`bot/architect/limit.py`).
     """
     if settings.anthropic_api_key is None:
         raise ConfigError("ANTHROPIC_API_KEY", "is not set (answers are retrieval-only without it)")
@@ -28,6 +32,16 @@ def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
         base_url=settings.anthropic_base_url or DEFAULT_BASE_URL,
         timeout=anthropic.Timeout(settings.model_timeout, connect=min(10.0, settings.model_timeout)),
         max_retries=settings.model_max_retries,
+        http_client=_limited_http_client(settings, limit) if limit is not None else None,
+    )
+
+
+def _limited_http_client(settings: Settings, limit: AdaptiveLimit) -> httpx2.AsyncClient:
+    pool = httpx2.Limits(max_connections=max(100, 2 * limit.ceiling), max_keepalive_connections=max(20, limit.ceiling))
+    return httpx2.AsyncClient(
+        transport=LimitedTransport(httpx2.AsyncHTTPTransport(limits=pool), limit),
+        timeout=httpx2.Timeout(settings.model_timeout, connect=min(10.0, settings.model_timeout)),
+        follow_redirects=True,
     )
 
 

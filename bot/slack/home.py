@@ -19,6 +19,7 @@ doubt (an error, an unknown channel) drops the question: the list fails closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -248,14 +249,14 @@ async def publish_home(
 ) -> None:
     """Build the App Home tab for `user_id` and publish it (`views.publish`)."""
     now = time.time()
-    candidates = load_recent_candidates(store)
+    candidates = await asyncio.to_thread(load_recent_candidates, store)  # SQL stays off the event loop
     allowed = await public_channels(client, {c.channel for c in candidates}) if candidates else set()
     recent = [c for c in candidates if c.channel in allowed][:RECENT_LIMIT]
     view = build_home_view(
         settings=settings,
         index_info=index_info,
         recent=recent,
-        figures=load_figures(store, now=now),
+        figures=await asyncio.to_thread(load_figures, store, now=now),
         bot_user_id=bot_user_id,
         now=now,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
@@ -56,6 +58,8 @@ KNOWN_EVENTS = frozenset(
 )
 KNOWN_REQUESTS = frozenset({"url_verification", "block_actions", "view_submission", "view_closed", "/arch-review"})
 EVENT_LABELS: tuple[str, ...] = (*sorted(KNOWN_EVENTS), *sorted(KNOWN_REQUESTS), "other")
+ENVELOPE_ID = re.compile(r'"envelope_id"\s*:\s*"([^"]+)"')
+MAX_PENDING_ACKS = 10_000  # envelopes read but not yet handled: a bound, should handling never come
 MAX_CHALLENGE = 1024  # Slack's url_verification challenge is a short token
 
 
@@ -324,6 +328,17 @@ class ScreenedSocketModeClient(SocketModeClient):
         super().__init__(*args, **kwargs)
         self.metrics = metrics
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.received: dict[str, float] = {}  # envelope id → when its frame was read (the ack clock)
+
+    async def enqueue_message(self, message: str) -> None:
+        # The ack clock starts when the frame is read, before the SDK's queue: waiting there is
+        # part of what Slack waits for.
+        found = ENVELOPE_ID.search(message[:2000])
+        if found is not None:
+            if len(self.received) >= MAX_PENDING_ACKS:
+                self.received.pop(next(iter(self.received)))
+            self.received[found.group(1)] = time.perf_counter()
+        await super().enqueue_message(message)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -369,7 +384,13 @@ class ScreenedSocketModeHandler(AsyncSocketModeHandler):
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        received: dict[str, float] = getattr(client, "received", {})
+        started = received.pop(req.envelope_id, None) or time.perf_counter()
         if screen(req.payload, self.metrics) is not None:
             await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            self.metrics.ack_seconds.observe(time.perf_counter() - started)
             return
-        await super().handle(client, req)
+        bolt_resp = await run_async_bolt_app(self.app, req)
+        await send_async_response(client, req, bolt_resp, time.time())  # no ack unless 200: Slack redelivers
+        if bolt_resp.status == 200:
+            self.metrics.ack_seconds.observe(time.perf_counter() - started)

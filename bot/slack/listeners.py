@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,15 +107,14 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
     store = deps.store.quick  # the ack path: a locked or lost database is refused fast (503), never waited on
 
     @app.middleware
-    async def measure_ack(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
-        started = time.perf_counter()
+    async def gate_shutdown(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
+        # The ack is timed outside Bolt (bot/server.py, bot/slack/intake.py): a global middleware's
+        # next() returns before the listener has run.
         body = req.body  # counted and shape-checked before dispatch (bot/slack/intake.py)
         if not deps.accepting and body.get("type") == "event_callback":
             # Shutting down: refuse, so Slack redelivers the event to the next process.
             return BoltResponse(status=503, body="shutting down")
-        result = await next()
-        metrics.ack_seconds.observe(time.perf_counter() - started)
-        return result
+        return await next()
 
     pending_reactions: set[asyncio.Task[None]] = set()
 

@@ -176,6 +176,8 @@ class FakeAnthropic:
         first_token_latency: float = 0.0,
         chunk_delay: float = 0.0,
         min_cache_tokens: int = 1024,
+        max_in_flight: int | None = None,
+        rate_limit_retry_after: float = 1.0,
     ) -> None:
         self._key_digest = hashlib.sha256(api_key.encode()).digest()
         self.models = list(models)
@@ -188,6 +190,12 @@ class FakeAnthropic:
         self.cache: set[str] = set()
         self.usages: list[dict[str, int]] = []  # the usage reported for each message reply, in order
         self.in_flight = 0
+        # A concurrency rate limit, as an account's would be: a message request arriving while
+        # `max_in_flight` are being answered gets 429 rate_limit_error with retry-after.
+        self.max_in_flight = max_in_flight
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self.rate_limited = 0  # how many requests got that 429
+        self.peak_in_flight = 0
         self._script: list[Reply | Responder] = []
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
@@ -345,6 +353,14 @@ class FakeAnthropic:
         record = await self._record(request)
         try:
             body = self._check(record)
+            if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+                self.rate_limited += 1
+                return _error_response(
+                    429,
+                    "rate_limit_error",
+                    "Number of concurrent requests has exceeded your rate limit.",
+                    retry_after=self.rate_limit_retry_after,
+                )
             fault = self._next_fault()
             if fault is not None and fault.kind == "status":
                 return _error_response(fault.status, fault.error_type, fault.message, retry_after=fault.retry_after)
@@ -356,6 +372,7 @@ class FakeAnthropic:
         message["usage"] = usage
         self.usages.append(usage)
         self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             if body.get("stream"):
                 return await self._stream(request, message, reply, fault)

@@ -1,0 +1,203 @@
+"""How many model requests one replica sends at once: a limit that adapts (AIMD).
+
+`ARCHBOT_CONCURRENCY` is the ceiling. The limit starts there, grows by about one for each
+`limit` successful requests (additive increase), and on a 429, 529 or 503 falls to what the
+API was still accepting when it refused: never above half of what it was before the cut, never
+above the requests still in flight (multiplicative decrease). New requests also wait out the
+response's `retry-after`. Waiting for a slot is not an attempt: the SDK's bounded retries
+(`ARCHBOT_MODEL_RETRIES`) are spent only on requests that reached the API.
+
+The limit sits in the HTTP transport of the Anthropic client (`LimitedTransport`), so every
+request of every job of this process passes through the same one, retries included, and the
+streamed answer holds its slot until its body is fully read. It is exposed as the
+`archbot_model_concurrency_limit` gauge, with `archbot_model_in_flight`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import httpx2
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "overloaded", "other"]
+OVERLOAD_STATUSES = (429, 503, 529)
+MAX_PAUSE = 30.0  # seconds: a retry-after beyond this is not honoured for every request
+
+
+class AdaptiveLimit:
+    """An AIMD concurrency limit shared by every model request of one process."""
+
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        floor: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[AdaptiveLimit], None] | None = None,
+    ) -> None:
+        self.ceiling = max(1, ceiling)
+        self.floor = max(1, min(floor, self.ceiling))
+        self.limit = float(self.ceiling)
+        self.in_flight = 0
+        self.overloads = 0
+        self._clock = clock
+        self._on_change = on_change
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._paused_until = 0.0
+        self._cut_at = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def allowed(self) -> int:
+        return max(self.floor, int(self.limit))
+
+    async def acquire(self) -> None:
+        """Wait for a slot (first come, first served)."""
+        if not self._waiters and self._can_start():
+            self.in_flight += 1
+            self._changed()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._schedule_wake()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release("other")  # granted just as we were cancelled: give the slot back
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self, outcome: Outcome, *, retry_after: float | None = None) -> None:
+        """Give a slot back, saying how the request went."""
+        self.in_flight = max(0, self.in_flight - 1)
+        now = self._clock()
+        if outcome == "ok":
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / max(self.limit, 1.0))
+        elif outcome == "overloaded":
+            self.overloads += 1
+            # One halving per wave of refusals (a wave lasts about one retry-after), and never more
+            # than the API was still accepting: the requests in flight now are the ones it took.
+            halved = self.limit * 0.5 if now - self._cut_at > max(retry_after or 0.0, 1.0) else self.limit
+            if halved < self.limit:
+                self._cut_at = now
+            new_limit = max(float(self.floor), min(halved, float(max(self.in_flight, self.floor))))
+            if new_limit < self.limit:
+                log.info(
+                    "model overloaded: fewer requests at once",
+                    extra={"limit": round(new_limit, 2), "was": round(self.limit, 2), "retry_after": retry_after},
+                )
+            self.limit = new_limit
+            if retry_after:
+                self._paused_until = max(self._paused_until, now + min(retry_after, MAX_PAUSE))
+        self._changed()
+        self._wake()
+
+    def _can_start(self) -> bool:
+        return self.in_flight < self.allowed and self._clock() >= self._paused_until
+
+    def _wake(self) -> None:
+        while self._waiters and self._can_start():
+            future = self._waiters.popleft()
+            if future.done():
+                continue
+            self.in_flight += 1
+            future.set_result(None)
+        self._changed()
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        """While paused by a retry-after, wake the queue when the pause ends."""
+        if not self._waiters or self._timer is not None:
+            return
+        delay = self._paused_until - self._clock()
+        if delay <= 0:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timer = None
+            self._wake()
+
+        self._timer = loop.call_later(delay, fire)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
+
+
+def retry_after_seconds(headers: httpx2.Headers) -> float | None:
+    """`retry-after-ms`, else `retry-after` in seconds (the API's headers); None when absent."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+class _ReleasingStream(httpx2.AsyncByteStream):
+    """The response body; its slot goes back once the body is closed (read to the end or abandoned)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class LimitedTransport(httpx2.AsyncBaseTransport):
+    """An httpx transport that passes message requests through an `AdaptiveLimit`."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: AdaptiveLimit) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST" or not request.url.path.endswith("/messages"):
+            return await self.inner.handle_async_request(request)
+        await self.limit.acquire()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException:
+            self.limit.release("other")
+            raise
+        status = response.status_code
+        if status in OVERLOAD_STATUSES:
+            outcome: Outcome = "overloaded"
+        elif status < 400:
+            outcome = "ok"
+        else:
+            outcome = "other"
+        wait = retry_after_seconds(response.headers) if outcome == "overloaded" else None
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
+            status_code=status,
+            headers=response.headers,
+            stream=_ReleasingStream(response.stream, lambda: self.limit.release(outcome, retry_after=wait)),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,99 @@
+"""The adaptive model concurrency limit: a burst meets a rate-limited model and nothing fails.
+
+The fake model answers 429 (rate_limit_error, retry-after) to any request beyond 10 in flight,
+as an account's concurrency limit would. 40 mentions at once: all 40 answered once, none
+failed; the limit settled at what the model accepted and is shown on /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from bot.architect.limit import AdaptiveLimit
+from tests.conftest import bot_settings, running_bot
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.signing import post_event
+from tests.fakes.slack import FakeSlack, event_callback, mention_event
+from tests.helpers import FAILURE_MARK, all_answers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_limit_grows_while_answered_and_falls_to_what_was_accepted() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(8, clock=clock)
+    assert limit.allowed == 8
+    for _ in range(6):
+        await limit.acquire()
+    limit.release("overloaded", retry_after=None)  # 5 still in flight: the API took those
+    assert limit.allowed == 4  # halved, and not above what was accepted
+    limit.release("overloaded")  # same wave: no second halving, capped by in flight (4)
+    assert limit.allowed == 4
+    for _ in range(4):
+        limit.release("ok")
+    assert limit.allowed == 4  # +1/limit per success: one more after about `limit` successes
+    for _ in range(4):
+        await limit.acquire()
+        limit.release("ok")
+    assert limit.allowed == 5
+    for _ in range(200):
+        await limit.acquire()
+        limit.release("ok")
+    assert limit.allowed == 8  # never above the ceiling
+
+
+async def test_retry_after_holds_new_requests() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(4, clock=clock)
+    await limit.acquire()
+    await limit.acquire()
+    limit.release("overloaded", retry_after=5.0)
+    waiter = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # paused although a slot is free
+    clock.now += 5.0
+    limit.release("ok")  # any change re-checks the pause
+    await asyncio.wait_for(waiter, 1)
+    assert limit.in_flight == 1
+
+
+async def test_a_burst_against_a_rate_limited_model_has_no_failures(tmp_path: Path, slack: FakeSlack) -> None:
+    model = FakeAnthropic(max_in_flight=10, rate_limit_retry_after=0.2, first_token_latency=0.2)
+    await model.start()
+    try:
+        async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+            url = f"http://127.0.0.1:{bot.port}"
+            parents = [slack.add_message("C1", f"<@UBOT> question {i} about caching", user="U1") for i in range(40)]
+            statuses = await asyncio.gather(
+                *(
+                    post_event(
+                        url,
+                        slack.signing_secret,
+                        event_callback(mention_event(p.text, channel="C1", user="U1", ts=p.ts)),
+                    )
+                    for p in parents
+                )
+            )
+            assert [s for s, _ in statuses] == [200] * 40
+            answers = await slack.wait_for(lambda f: a if len(a := all_answers(f)) >= 40 else None, timeout=60)
+            assert sorted(a.thread_ts for a in answers) == sorted(p.ts for p in parents)  # each once
+            assert not [a for a in answers if a.text.startswith(FAILURE_MARK)]
+            assert model.rate_limited > 0  # the model did refuse some requests
+            assert model.peak_in_flight <= 10
+            await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 40}, timeout=10)
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+            limit_line = next(line for line in text.splitlines() if line.startswith("archbot_model_concurrency_limit "))
+            assert float(limit_line.split()[1]) < 48  # it adapted below the ceiling
+            assert "archbot_model_overloaded_total" in text
+    finally:
+        await model.stop()
