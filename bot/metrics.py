@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+JOB_OUTCOMES = ("answered", "failed")
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation")
+FEEDBACK_VALUES = ("up", "down")
+SLACK_METHODS = ("chat.postMessage", "chat.update", "chat.stream")
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -55,6 +60,19 @@ class Metrics:
             "archbot_model_overloaded", "Model requests refused with 429/503/529", registry=r
         )
         self.workers_busy = Gauge("archbot_workers_busy", "Workers running a job", registry=r)
+        # Label values that always exist are exported at 0 from the start, so a rate() or an alert
+        # on them works from the first scrape instead of appearing with the first event.
+        for counter, values in (
+            (self.jobs, JOB_OUTCOMES),
+            (self.tokens, TOKEN_KINDS),
+            (self.feedback, FEEDBACK_VALUES),
+            (self.requests_rejected, ("unsigned", "malformed", "too_large")),
+            (self.slack_errors, SLACK_METHODS),
+            (self.events, ("app_mention", "message")),
+            (self.events_ignored, ("duplicate",)),
+        ):
+            for value in values:
+                counter.labels(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -154,3 +154,26 @@ def test_stats_since_in_the_future_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["stats", "--since", tomorrow], env={"ARCHBOT_DB": str(tmp_path / "a.db")})
     assert result.exit_code == 2
     assert "--since must be in the past" in result.stderr
+
+
+# -- item 8: /metrics from the first scrape ------------------------------------------------------
+async def test_metrics_export_the_label_values_that_always_exist_at_zero(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    import aiohttp
+
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot, aiohttp.ClientSession() as session:
+        async with session.get(url(bot) + "/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+    for sample in (
+        'archbot_jobs_total{outcome="answered"} 0.0',
+        'archbot_jobs_total{outcome="failed"} 0.0',
+        'archbot_tokens_total{kind="input"} 0.0',
+        'archbot_feedback_total{value="down"} 0.0',
+        'archbot_requests_rejected_total{reason="unsigned"} 0.0',
+        'archbot_slack_api_errors_total{method="chat.postMessage"} 0.0',
+        'archbot_events_received_total{type="app_mention"} 0.0',
+        'archbot_events_ignored_total{reason="duplicate"} 0.0',
+    ):
+        assert sample in text, sample
