@@ -177,3 +177,19 @@ async def test_metrics_export_the_label_values_that_always_exist_at_zero(
         'archbot_events_ignored_total{reason="duplicate"} 0.0',
     ):
         assert sample in text, sample
+
+
+# -- item 9: Slack Connect ---------------------------------------------------------------------
+async def test_stream_recipient_team_is_the_authors_team_in_slack_connect(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    slack.add_channel("C1", name="shared-design", is_ext_shared=True)
+    async with running_bot(bot_settings(tmp_path, slack, model, stream_mode="stream")) as bot:
+        message = slack.add_message("C1", "<@UBOT> what is a saga?", user="UEXT")
+        payload = event_callback(
+            mention_event(message.text, channel="C1", user="UEXT", ts=message.ts, team="T1", user_team="TPARTNER")
+        )
+        assert (await post_event(url(bot), slack.signing_secret, payload))[0] == 200
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+    [start] = slack.calls_to("chat.startStream")
+    assert start.args["recipient_user_id"] == "UEXT" and start.args["recipient_team_id"] == "TPARTNER"

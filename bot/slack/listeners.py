@@ -76,7 +76,9 @@ def classify_message(
     # app_mention carries no channel_type: "unknown" until the job asks conversations.info, so a
     # private channel is never mistaken for a public one (the digest publishes public threads only).
     channel_type = str(event.get("channel_type") or ("im" if channel.startswith("D") else "unknown"))
-    team = event.get("team") or event.get("user_team")
+    # The author's workspace: in a Slack Connect channel `user_team`, not the installing team; the
+    # stream's recipient_team_id is defined as the recipient user's team.
+    team = event.get("user_team") or event.get("team")
     mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in text
     if channel_type == "im":
         kind = "dm"

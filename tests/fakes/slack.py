@@ -1749,8 +1749,10 @@ def mention_event(
     thread_ts: str | None = None,
     parent_user_id: str | None = None,
     team: str = "T1",
+    user_team: str | None = None,
 ) -> dict[str, Any]:
-    """An ``app_mention`` event (Slack sends no ``channel_type`` on these)."""
+    """An ``app_mention`` event (Slack sends no ``channel_type`` on these). ``user_team``: a Slack
+    Connect channel, where the author belongs to another workspace (``user_team``/``source_team``)."""
     event: dict[str, Any] = {
         "client_msg_id": str(uuid.uuid4()),
         "type": "app_mention",
@@ -1762,6 +1764,8 @@ def mention_event(
         "channel": channel,
         "event_ts": ts,
     }
+    if user_team is not None:
+        event["user_team"] = event["source_team"] = user_team
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
         if parent_user_id is not None:
