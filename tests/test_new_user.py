@@ -162,10 +162,13 @@ async def test_metrics_export_the_label_values_that_always_exist_at_zero(
 ) -> None:
     import aiohttp
 
-    async with running_bot(bot_settings(tmp_path, slack, model)) as bot, aiohttp.ClientSession() as session:
-        async with session.get(url(bot) + "/metrics") as resp:
-            assert resp.status == 200
-            text = await resp.text()
+    async with (
+        running_bot(bot_settings(tmp_path, slack, model)) as bot,
+        aiohttp.ClientSession() as session,
+        session.get(url(bot) + "/metrics") as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
     for sample in (
         'archbot_jobs_total{outcome="answered"} 0.0',
         'archbot_jobs_total{outcome="failed"} 0.0',
