@@ -1,7 +1,9 @@
 """`archbot ask`: the mention pipeline, from a terminal.
 
 Same stages as a Slack job (retrieval → model → answer), without Slack: the question is the
-only turn, the answer streams to stdout and its sources are listed under it. With no
+only turn, the answer streams to stdout (with its `[n]` citation markers) and the rest of what
+Slack would show follows it: the cut-off note, the conflicts/gaps/confidence lines and the
+sources with their quoted passages, in the question's language. With no
 ANTHROPIC_API_KEY the answer is retrieval-only and says so. The index is brought up to date
 first (incremental: nearly free when nothing changed), so the very first `ask` on a fresh
 install works from the bundled pattern library.
@@ -17,7 +19,8 @@ import click
 
 from bot.config import Settings
 from bot.errors import ModelError
-from bot.slack.render import render_sources_markdown
+from bot.i18n import detect_language
+from bot.slack.render import build_answer_body
 from bot.types import Answer, Turn
 
 log = logging.getLogger(__name__)
@@ -71,11 +74,7 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
 
     async with Architect(settings) as architect:
         answer = await architect.respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
-    click.echo(answer.text[len(shown) :] if shown and answer.text.startswith(shown) else answer.text)
-    if answer.questions and answer.kind == "clarify":
-        for i, q in enumerate(answer.questions, 1):
-            click.echo(f"{i}. {q}")
-    sources = render_sources_markdown(answer.citations)
-    if sources:
-        click.echo("\n" + sources)
+    full = build_answer_body(answer, lang=detect_language(question))
+    streamed = shown.strip()
+    click.echo(full[len(streamed) :] if streamed and full.startswith(streamed) else full)
     return answer

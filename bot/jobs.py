@@ -30,10 +30,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.errors import ModelError, SlackPostError
+from bot.i18n import Lang, detect_language, t, turns_language
 from bot.metrics import Metrics
 from bot.proposals import resolve_proposal
 from bot.slack import render
-from bot.slack.assistant import THINKING_STATUS, set_status
+from bot.slack.assistant import set_status
 from bot.slack.context import (
     BotIdentity,
     NameResolver,
@@ -62,12 +63,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 30.0
 IDLE_POLL_SECONDS = 2.0  # also picks up jobs whose lease expired
-HELP_TEXT = (
-    "Hi! Ask me an architecture question in a thread, for example "
-    "_how should device events reach the notification service?_ "
-    "I read the thread, search the team's docs and our pattern library, and cite what I use. "
-    "`/arch-review` reviews a proposal."
-)
+HELP_TEXT = t("help.text")
 
 
 class WorkSignal:
@@ -276,10 +272,15 @@ class JobRunner:
             job = await self._open_review_thread(job, extra)
             if job is None:
                 return
+        lang = detect_language(question)
         if not question:  # a bare mention: the help text, and the 👀 goes away like after any answer
             try:
                 await post_message(
-                    self.client, channel=job.channel, text=HELP_TEXT, thread_ts=job.thread_ts, metrics=self.metrics
+                    self.client,
+                    channel=job.channel,
+                    text=t("help.text", lang),
+                    thread_ts=job.thread_ts,
+                    metrics=self.metrics,
                 )
             finally:
                 if job.kind != "review":
@@ -294,29 +295,32 @@ class JobRunner:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
         if job.channel_type == "im":
-            await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status=THINKING_STATUS)
+            await set_status(
+                self.client, channel=job.channel, thread_ts=job.thread_ts, status=t("assistant.thinking", lang)
+            )
         try:
             turns = await self._turns(job, question)
+            lang = turns_language(turns, default=lang)  # a short follow-up takes the thread's language
             query = build_search_query(turns, question)
             hits = await self._search(query)
             poster = self._poster(job)
             try:
-                answer = await self._answer(job, turns, hits, question, poster)
+                answer = await self._answer(job, turns, hits, question, poster, lang)
             except ModelError as exc:
                 log.warning("model failed", extra={**extra, "status": exc.status})
-                ts = await poster.fail(*render.build_failure_message())
+                ts = await poster.fail(*render.build_failure_message(lang=lang))
                 await self.store.record_answer(
                     job=job,
                     channel=job.channel,
                     thread_ts=job.thread_ts,
                     message_ts=ts,
                     question=question,
-                    answer=Answer(kind="failure", text=render.FAILURE_TEXT),
+                    answer=Answer(kind="failure", text=t("failure.model", lang)),
                     latency_ms=(time.monotonic() - started) * 1000,
                 )
                 await self._end(job, "failed", f"model: {exc.status}", extra)
                 return
-            parts = render.build_message_parts(answer)
+            parts = render.build_message_parts(answer, lang=lang)
             message_ts = await poster.finish(parts)
             first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
             if first_text_ms is not None:
@@ -393,11 +397,13 @@ class JobRunner:
             log.exception("search failed; answering without passages")
             return []
 
-    async def _answer(self, job: Job, turns: list[Turn], hits: list[Hit], question: str, poster: ReplyPoster) -> Answer:
+    async def _answer(
+        self, job: Job, turns: list[Turn], hits: list[Hit], question: str, poster: ReplyPoster, lang: Lang
+    ) -> Answer:
         if self.responder is None:
             from bot.architect import retrieval_only_answer
 
-            return retrieval_only_answer(question, hits)
+            return retrieval_only_answer(question, hits, lang=lang)
         model_started = time.monotonic()
         try:
             return await self.responder.respond(
@@ -410,10 +416,13 @@ class JobRunner:
         """A review starts its own thread: a parent message in the channel, the review under it."""
         if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
             return job  # resumed: the thread already exists
+        proposal = clean_text(job.text, bot_user_id=self.bot.user_id if self.bot else None)
+        lang = detect_language(proposal)
         text = render.build_review_parent_text(
-            title=str(job.meta.get("title") or "a proposal"),
+            title=str(job.meta.get("title") or t("review.default_title", lang)),
             user=job.user,
-            proposal=clean_text(job.text, bot_user_id=self.bot.user_id if self.bot else None),
+            proposal=proposal,
+            lang=lang,
         )
         try:
             parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)
@@ -428,10 +437,11 @@ class JobRunner:
 
     async def _tell_requester(self, job: Job, error: str | None) -> None:
         """The bot cannot post in that channel: tell the requester privately, with the fix."""
-        hint = (
-            f"I can't post in {mention_channel(job.channel)}"
-            + (f" (`{error}`)" if error else "")
-            + ". Invite me with `/invite @archbot` and run `/arch-review` again, or DM me the proposal."
+        hint = t(
+            "help.cannot_post",
+            detect_language(job.text),
+            channel=mention_channel(job.channel),
+            error=f" (`{error}`)" if error else "",
         )
         response_url = job.meta.get("response_url")
         if response_url and await send_response_url(str(response_url), text=hint):
@@ -446,7 +456,7 @@ class JobRunner:
             await post_message(self.client, channel=str(dm["channel"]["id"]), text=hint, metrics=self.metrics)
 
     async def _post_failure(self, job: Job, *, internal: bool, extra: dict) -> None:
-        text, blocks = render.build_failure_message(internal=internal)
+        text, blocks = render.build_failure_message(internal=internal, lang=detect_language(job.text))
         try:
             if job.reply_ts:
                 await update_message(

@@ -73,13 +73,28 @@ class Usage:
 
 @dataclass
 class Citation:
-    """A passage the answer relies on, mapped back to a real path."""
+    """A passage the answer relies on, mapped back to a real path.
+
+    `number` is the inline marker (`[n]`) where the model quoted it, in order of first quote;
+    0 means the model only listed it as a source (it is shown apart from the quoted ones).
+    """
 
     path: str
     source: str
     heading: str = ""
     url: str | None = None
-    cited_text: str = ""
+    cited_text: str = ""  # the first passage the model quoted from it
+    number: int = 0
+    status: str = ""  # the doc's status (current, archived, proposal, report) when known
+    date: str = ""  # the doc's date (YYYY-MM-DD) when known
+
+
+@dataclass
+class Disagreement:
+    """Sources that contradict each other, as the model recorded them."""
+
+    summary: str
+    sides: list[str] = field(default_factory=list)  # the path of each side
 
 
 @dataclass
@@ -98,5 +113,8 @@ class Answer:
     decision: str | None = None  # a decision reached, if any (for the digest)
     topic: str | None = None  # a short topic label (for the digest)
     confidence: str | None = None
+    confidence_reason: str | None = None
+    disagreements: list[Disagreement] = field(default_factory=list)  # `conflicts`, with each side's path
+    truncated: bool = False  # stopped at the length limit (max_tokens)
     model: str | None = None
     usage: Usage = field(default_factory=Usage)

@@ -304,7 +304,7 @@ async def test_invalid_record_is_asked_once_more(fake: FakeAnthropic, architect:
     )
     answer = await architect.respond(turns=user("How to publish events reliably?"), hits=HITS)
     assert answer.kind == "answer" and answer.topic == "outbox"
-    assert answer.text == "Use an outbox."
+    assert answer.text == "Use an outbox. [1]"  # the marker of the passage it cites
     assert [c.path for c in answer.citations] == [HITS[1].path]
     _first, second, third = (r.body for r in fake.message_requests)
     assert third is not None and second is not None
@@ -327,7 +327,7 @@ async def test_invalid_twice_falls_back_to_plain_text(fake: FakeAnthropic, archi
     )
     answer = await architect.respond(turns=user("q?"), hits=HITS)
     assert answer.kind == "answer"
-    assert answer.text == "The full answer, cited."
+    assert answer.text == "The full answer, cited. [1]"
     assert [c.path for c in answer.citations] == [HITS[0].path]
     assert len(fake.message_requests) == 3
 
@@ -344,7 +344,7 @@ async def test_record_failure_keeps_the_answer(fake: FakeAnthropic, architect: A
     fake.script(Scripted(text="Kept.", citations=[HITS[0].path]))
     fake.fail(500, times=10, skip=1)  # the streamed answer succeeds; the record request always fails
     answer = await architect.respond(turns=user("q?"), hits=HITS)
-    assert answer.text == "Kept." and answer.kind == "answer"
+    assert answer.text == "Kept. [1]" and answer.kind == "answer"
     assert [c.path for c in answer.citations] == [HITS[0].path]
     assert len(fake.message_requests) == 4  # the answer + the record and its two SDK retries
 
@@ -678,3 +678,75 @@ async def test_conflicting_docs_from_the_real_index(fake: FakeAnthropic, tmp_pat
     assert {c.path for c in answer.citations} == {"deploy/ports.md", "ops/network.md"}
     assert all(c.source == "team-docs" for c in answer.citations)
     assert "deploy/ports.md" in answer.conflicts[0] and "ops/network.md" in answer.conflicts[0]
+
+
+# -- evidence in the text, truncation, language ---------------------------------------------
+async def test_markers_follow_each_cited_claim_and_the_stream_only_grows(
+    fake: FakeAnthropic, architect: Architect
+) -> None:
+    fake.script(
+        Scripted(
+            text=[
+                Segment("Devices publish on the events exchange.\n\n", [Cite(search_result_index=0)]),
+                Segment("Write the event with the state change, ", [Cite(search_result_index=1, cited_text="Write")]),
+                Segment(
+                    "as the device service already does.", [Cite(search_result_index=0), Cite(search_result_index=1)]
+                ),
+                Segment("\n\nThat is all."),
+            ],
+            chunk_chars=7,
+        ),
+        Scripted(tool_use=record()),
+    )
+    seen: list[str] = []
+
+    async def on_text(full: str) -> None:
+        seen.append(full)
+
+    answer = await architect.respond(turns=user("How do device events flow?"), hits=HITS, on_text=on_text)
+    assert answer.text == (
+        "Devices publish on the events exchange. [1]\n\n"
+        "Write the event with the state change, [2] as the device service already does. [1][2]\n\nThat is all."
+    )
+    assert [(c.number, c.path) for c in answer.citations] == [(1, HITS[0].path), (2, HITS[1].path)]
+    assert answer.citations[0].cited_text.startswith("The device service publishes")  # the API's cited_text
+    assert seen[-1] == answer.text
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(seen))  # never rewritten
+
+
+async def test_a_reply_cut_at_max_tokens_is_marked(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(text="Step 1: add the outbox table. Step 2:", stop_reason="max_tokens"), Scripted(tool_use=record())
+    )
+    answer = await architect.respond(turns=user("Plan the outbox migration"), hits=HITS)
+    assert answer.truncated and answer.text.endswith("Step 2:")
+    fake.script(Scripted(text="Done."), Scripted(tool_use=record()))
+    assert not (await architect.respond(turns=user("q?"), hits=HITS)).truncated
+
+
+async def test_continue_after_a_cut_reply_asks_the_model_to_pick_up(fake: FakeAnthropic, architect: Architect) -> None:
+    turns = [
+        Turn("user", "Plan the outbox migration"),
+        Turn("assistant", "Step 1: add the table. Step 2:"),
+        Turn("user", "continue"),
+    ]
+    fake.script(Scripted(text="Step 2: the relay."), Scripted(tool_use=record()))
+    await architect.respond(turns=turns, hits=HITS)
+    last = all_text(fake.message_requests[0].body["messages"][-1]["content"])  # type: ignore[index]
+    assert architect.prompts.notes["continue"] in last
+    fake.script(Scripted(text="x"), Scripted(tool_use=record()))
+    await architect.respond(turns=user("continue"), hits=HITS)  # nothing to continue: no note
+    assert architect.prompts.notes["continue"] not in all_text(fake.message_requests[2].body["messages"][-1]["content"])  # type: ignore[index]
+
+
+async def test_a_chinese_question_asks_for_chinese_headings(fake: FakeAnthropic, architect: Architect) -> None:
+    fake.script(
+        Scripted(text="### 问题分析"), Scripted(tool_use=record()), Scripted(text="x"), Scripted(tool_use=record())
+    )
+    await architect.respond(turns=user("设备事件应该如何送达通知服务？"), hits=HITS)
+    await architect.respond(turns=user("How should device events reach the notification service?"), hits=HITS)
+    zh, en = (
+        all_text(r.body["messages"][-1]["content"]) for r in fake.message_requests if r.body and r.body.get("stream")
+    )
+    assert architect.prompts.notes["language_zh"] in zh and "### 问题分析" in zh
+    assert architect.prompts.notes["language_zh"] not in en

@@ -72,3 +72,36 @@ def test_ask_with_a_failing_model_exits_1_with_a_clear_line(tmp_path: Path, mode
     assert result.exit_code == 1
     assert "model call failed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_ask_shows_the_cited_passage_under_its_path(tmp_path: Path, model_in_background: FakeAnthropic) -> None:
+    env = {
+        "ARCHBOT_DB": str(tmp_path / "a.db"),
+        "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
+        "ANTHROPIC_BASE_URL": model_in_background.base_url,
+    }
+    result = CliRunner().invoke(cli, ["ask", QUESTION], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # the fake cites the first passage it was sent: a marker after the claim, then its path and quote
+    request = next(r.body for r in model_in_background.message_requests if r.body and r.body.get("stream"))
+    first = next(
+        b
+        for m in request["messages"]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "search_result"
+    )
+    assert any(line.endswith("[1]") and "The docs cover this under" in line for line in lines)
+    at = lines.index("**Sources**")
+    assert lines[at + 1].startswith(f"1. `knowledge/{first['source']}")
+    quoted = " ".join(first["content"][0]["text"].split())[:40]
+    assert lines[at + 2].startswith("   > “") and quoted[:20] in lines[at + 2]
+
+
+def test_ask_in_chinese_without_a_key_is_labelled_in_chinese(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["ask", "慢的下游服务如何拖垮我们？怎么防止？"], env={"ARCHBOT_DB": str(tmp_path / "a.db")}
+    )
+    assert result.exit_code == 0, result.output
+    assert "仅检索结果" in result.output and "ANTHROPIC_API_KEY" in result.output

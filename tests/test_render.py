@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from bot.slack.render import (
     build_answer_body,
+    build_failure_message,
     build_message_parts,
+    render_sources_markdown,
     split_markdown,
     to_mrkdwn,
 )
-from bot.types import Answer, Citation
+from bot.types import Answer, Citation, Disagreement
 
 
 def test_links_with_parentheses_survive_in_mrkdwn() -> None:
@@ -65,3 +67,102 @@ def test_clarify_lists_questions_once() -> None:
     answer = Answer(kind="clarify", text="A few questions first:", questions=["How many devices?", "Which SLA?"])
     body = build_answer_body(answer)
     assert body.count("How many devices?") == 1
+
+
+# -- evidence, record lines, truncation, language ------------------------------------------
+PORTS = Citation(
+    path="deploy/ports.md",
+    source="docs",
+    heading="Ports > ADB",
+    url="https://git.example/blob/main/deploy/ports.md",
+    cited_text="ADB ports 5555-5655 are reserved\nfor device containers; | see table |",
+    number=1,
+    status="current",
+    date="2026-03-02",
+)
+NETWORK = Citation(path="ops/network.md", source="docs", heading="Firewall", cited_text="5555-5600", number=2)
+LISTED = Citation(path="patterns/bulkhead.md", source="knowledge", heading="Bulkhead")
+
+
+def test_sources_show_number_path_heading_status_date_and_the_quote() -> None:
+    body = build_answer_body(Answer(kind="answer", text="Use 5555-5655. [1][2]", citations=[PORTS, NETWORK, LISTED]))
+    sources = body[body.index("**Sources**") :]
+    lines = sources.splitlines()
+    assert lines[1] == (
+        "1. [deploy/ports.md › Ports > ADB](https://git.example/blob/main/deploy/ports.md) · _current · 2026-03-02_"
+    )
+    assert lines[2] == "   > “ADB ports 5555-5655 are reserved for device containers; ¦ see table ¦”"
+    assert lines[3] == "2. `ops/network.md › Firewall`" and lines[4] == "   > “5555-5600”"
+    # listed but never quoted: apart, unnumbered
+    assert lines[-1] == "Also consulted (not quoted): `knowledge/patterns/bulkhead.md › Bulkhead`"
+
+
+def test_long_quotes_are_cut_to_about_two_lines() -> None:
+    long = Citation(path="a.md", source="docs", cited_text="word " * 200, number=1)
+    quote = render_sources_markdown([long]).splitlines()[-1]
+    assert quote.endswith("…”") and len(quote) < 220
+    zh = Citation(path="b.md", source="docs", cited_text="设备心跳" * 100, number=1)
+    quote = render_sources_markdown([zh], lang="zh").splitlines()[-1]
+    assert quote.endswith("…”") and len(quote) < 120
+
+
+def test_record_lines_conflicts_gaps_and_confidence() -> None:
+    answer = Answer(
+        kind="answer",
+        text="Body.",
+        citations=[PORTS, NETWORK],
+        conflicts=["ADB port range (deploy/ports.md vs ops/network.md)"],
+        disagreements=[Disagreement("ADB port range", ["deploy/ports.md", "ops/network.md"])],
+        gaps=["how the firewall is deployed"],
+        confidence="medium",
+    )
+    body = build_answer_body(answer)
+    assert ":warning: **Docs disagree:** ADB port range: [1] vs [2]" in body
+    assert "**Not in the docs:** how the firewall is deployed" in body
+    assert "**Confidence:** medium — the docs contradict each other" in body
+    assert body.index("Docs disagree") < body.index("**Sources**")  # seen before the evidence list
+    answer.confidence_reason = "two docs give two ranges"
+    assert "**Confidence:** medium — two docs give two ranges" in build_answer_body(answer)
+
+
+def test_a_side_that_was_not_quoted_is_named_by_its_path() -> None:
+    answer = Answer(
+        kind="answer",
+        text="x",
+        citations=[PORTS],
+        disagreements=[Disagreement("DLX name", ["deploy/ports.md", "ops/rabbit.md"]), Disagreement("b", ["x", "y"])],
+        confidence="low",
+    )
+    body = build_answer_body(answer)
+    assert "- DLX name: [1] vs `ops/rabbit.md`" in body and "- b: `x` vs `y`" in body
+    answer.disagreements = []
+    assert "**Confidence:** low — 1 quoted passage(s) back it" in build_answer_body(answer)
+
+
+def test_a_truncated_answer_says_so_and_offers_to_continue() -> None:
+    body = build_answer_body(Answer(kind="answer", text="Step 1: do", truncated=True))
+    assert body.startswith("Step 1: do\n\n:scissors: _The answer stopped at the length limit._")
+    assert "Reply *continue* in this thread" in body
+    assert "*继续*" in build_answer_body(Answer(kind="answer", text="第一步", truncated=True), lang="zh")
+
+
+def test_chinese_fixed_strings_in_body_and_buttons() -> None:
+    answer = Answer(
+        kind="answer",
+        text="使用 5555-5655。[1]",
+        citations=[PORTS, LISTED],
+        gaps=["防火墙如何部署"],
+        confidence="high",
+    )
+    (text, blocks), *_ = build_message_parts(answer, lang="zh")
+    markdown = blocks[0]["text"]
+    assert "**来源**" in markdown and "_现行 · 2026-03-02_" in markdown
+    assert "另有参考（未引用原文）" in markdown and "**文档未涉及：** 防火墙如何部署" in markdown
+    assert "**把握程度：** 高 — 有 1 段文档原文支持" in markdown
+    buttons = blocks[-1]["elements"][0]
+    assert buttons["positive_button"]["text"]["text"] == "有帮助"
+    assert buttons["negative_button"]["text"]["text"] == "没帮助"
+    assert "Sources" not in markdown and "Helpful" not in str(blocks)
+    assert "来源" in text  # the notification fallback too
+    failure, _ = build_failure_message(lang="zh")
+    assert failure.startswith(":warning: 抱歉")

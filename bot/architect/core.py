@@ -46,8 +46,8 @@ import anthropic
 import httpx2
 from anthropic import AsyncAnthropic
 
+from bot.architect.citations import CitedText, hit_by_ref, hit_citation
 from bot.architect.client import build_anthropic_client
-from bot.architect.fallback import hit_citation
 from bot.architect.pricing import cost_usd
 from bot.architect.prompt import (
     PASSAGES_MAX_TOTAL_CHARS,
@@ -61,8 +61,9 @@ from bot.architect.prompt import (
 from bot.architect.reply import TOOL_NAME, Reply, parse_reply
 from bot.config import PROMPTS_DIR, Settings
 from bot.errors import ModelError
+from bot.i18n import turns_language
 from bot.logs import Redactor
-from bot.types import Answer, AnswerKind, Citation, Hit, Turn, Usage
+from bot.types import Answer, AnswerKind, Citation, Disagreement, Hit, Turn, Usage
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,18 @@ class Architect:
             "tools": self.tools,
             "tool_choice": {"type": "none"},
             "messages": build_messages(
-                turns, results, self.prompts.notes, mode=mode, direct=wants_direct_answer(turns)
+                turns,
+                results,
+                self.prompts.notes,
+                mode=mode,
+                direct=wants_direct_answer(turns),
+                lang=turns_language(turns),
             ),
         }
         usage = Usage()
         started = time.monotonic()
-        message = await self._stream(params, on_text, usage)
-        text = visible_text(message)
+        message = await self._stream(params, on_text, usage, sent)
+        text = CitedText.from_message(message, sent).text.strip()
         if message.stop_reason == "max_tokens":
             log.warning("answer cut at ARCHBOT_MAX_TOKENS", extra={"max_tokens": self.settings.max_tokens})
         if not text:
@@ -136,6 +142,7 @@ class Architect:
         reply = await self._record(params, message, usage)
         answer = assemble_answer(text=text, reply=reply, message=message, sent=sent, mode=mode)
         answer.model = message.model
+        answer.truncated = message.stop_reason == "max_tokens"
         usage.cost_usd = cost_usd(message.model, usage)
         answer.usage = usage
         log.info(
@@ -156,22 +163,26 @@ class Architect:
         return answer
 
     # -- streaming with bounded restarts ----------------------------------------------------
-    async def _stream(self, params: dict[str, Any], on_text: OnText | None, usage: Usage) -> Any:
+    async def _stream(self, params: dict[str, Any], on_text: OnText | None, usage: Usage, sent: Sequence[Hit]) -> Any:
         attempts = 1 + self.settings.model_max_retries
         for attempt in range(1, attempts + 1):
-            text = ""
+            cited = CitedText(sent)  # the text so far, with [n] markers after each cited block
+            shown = ""
             seen = Usage()
             try:
                 async with self.client.messages.stream(**params) as stream:
                     async for event in stream:
                         if event.type == "text" and event.text:
-                            text += event.text
-                            if on_text is not None:
-                                await on_text(text)
+                            cited.add_text(event.text)
+                        elif event.type == "content_block_stop":
+                            cited.end_block(event.content_block)
                         elif event.type == "message_start":
                             _take_usage(seen, event.message.usage)
                         elif event.type == "message_delta":
                             _take_usage(seen, event.usage)
+                        if on_text is not None and cited.text != shown:
+                            shown = cited.text
+                            await on_text(shown)
                     message = await stream.get_final_message()
                 if message.stop_reason is None:  # ended without message_delta: treat as cut
                     raise httpx2.RemoteProtocolError("stream ended before the message was complete")
@@ -283,10 +294,6 @@ def repair_turns(response: Any, problem: str, notes: dict[str, str]) -> list[dic
 
 
 # -- reading the reply --------------------------------------------------------------------
-def visible_text(message: Any) -> str:
-    return "".join(block.text for block in message.content if block.type == "text").strip()
-
-
 def extract_reply(message: Any) -> tuple[Reply | None, str]:
     calls = [b for b in message.content if b.type == "tool_use" and b.name == TOOL_NAME]
     if not calls:
@@ -295,36 +302,9 @@ def extract_reply(message: Any) -> tuple[Reply | None, str]:
 
 
 def map_citations(message: Any, sent: Sequence[Hit]) -> list[Citation]:
-    """Every `search_result_location` citation → the Hit it points at → a Citation (deduplicated)."""
-    out: list[Citation] = []
-    seen: set[tuple[str, str]] = set()
-    for block in message.content:
-        if block.type != "text":
-            continue
-        for citation in block.citations or []:
-            if getattr(citation, "type", None) != "search_result_location":
-                continue
-            hit = _hit_for(citation.search_result_index, citation.source, sent)
-            if hit is None:
-                log.warning("citation of an unknown source dropped", extra={"source": citation.source})
-                continue
-            key = (hit.path, hit.heading)
-            if key not in seen:
-                seen.add(key)
-                out.append(hit_citation(hit, (citation.cited_text or "").strip()[:500]))
-    return out
-
-
-def _hit_for(index: int | None, source: str | None, sent: Sequence[Hit]) -> Hit | None:
-    if index is not None and 0 <= index < len(sent) and (not source or sent[index].ref == source):
-        return sent[index]
-    return _hit_by_ref(source, sent)
-
-
-def _hit_by_ref(ref: str | None, hits: Sequence[Hit]) -> Hit | None:
-    if not ref:
-        return None
-    return next((h for h in hits if ref in (h.ref, h.path, h.url)), None)
+    """Every `search_result_location` citation → the Hit it points at → a Citation, numbered as the
+    answer's `[n]` markers are (deduplicated by path and heading, in order of first citation)."""
+    return CitedText.from_message(message, sent).citations
 
 
 def assemble_answer(
@@ -346,18 +326,21 @@ def assemble_answer(
         questions = "\n".join(f"{n}. {q}" for n, q in enumerate(reply.questions, 1))
         text = f"{reply.provisional}\n\n{questions}" if reply.provisional else questions
     cited = {(c.path, c.heading) for c in citations}
-    for ref in reply.sources:  # sources the model relied on but did not quote: real hits only
-        hit = _hit_by_ref(ref, sent)
+    for ref in reply.sources:  # sources the model relied on but did not quote: real hits only, unnumbered
+        hit = hit_by_ref(ref, sent)
         if hit is not None and (hit.path, hit.heading) not in cited:
             cited.add((hit.path, hit.heading))
             citations.append(hit_citation(hit))
     conflicts = []
+    disagreements = []
     for conflict in reply.conflicts:
         paths = []
         for ref in conflict.sources:
-            hit = _hit_by_ref(ref, sent)
+            hit = hit_by_ref(ref, sent)
             paths.append(hit.path if hit else ref)
-        conflicts.append(f"{conflict.summary} ({' vs '.join(dict.fromkeys(paths))})")
+        sides = list(dict.fromkeys(paths))
+        conflicts.append(f"{conflict.summary} ({' vs '.join(sides)})")
+        disagreements.append(Disagreement(summary=conflict.summary, sides=sides))
     return Answer(
         kind=kind,
         text=text,
@@ -366,10 +349,12 @@ def assemble_answer(
         provisional=reply.provisional if kind == "clarify" else None,
         assumptions=list(reply.assumptions),
         conflicts=conflicts,
+        disagreements=disagreements,
         gaps=list(reply.gaps),
         decision=reply.decision,
         topic=reply.topic,
         confidence=reply.confidence,
+        confidence_reason=reply.confidence_reason,
     )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from bot.types import Answer, Citation, Hit
+from bot.architect.citations import hit_citation
+from bot.i18n import Lang, detect_language, t
+from bot.types import Answer, Hit
 
-NO_MODEL = "No model configured (ANTHROPIC_API_KEY unset)"
-RETRIEVAL_ONLY_LABEL = f"{NO_MODEL}: here are the most relevant passages"
 MAX_PASSAGES = 5
 EXCERPT_CHARS = 280
 
@@ -21,22 +21,16 @@ def _excerpt(hit: Hit) -> str:
     return text
 
 
-def hit_citation(hit: Hit, cited_text: str = "") -> Citation:
-    return Citation(path=hit.path, source=hit.source, heading=hit.heading, url=hit.url, cited_text=cited_text)
-
-
-def retrieval_only_answer(question: str, hits: Sequence[Hit]) -> Answer:
-    """A labelled list of the top passages (heading, path, short excerpt), citing each."""
+def retrieval_only_answer(question: str, hits: Sequence[Hit], *, lang: Lang | None = None) -> Answer:
+    """A labelled list of the top passages (heading, path, short excerpt), citing each, in the
+    question's language (or `lang`)."""
+    lang = lang or detect_language(question)
     top = list(hits)[:MAX_PASSAGES]
     if not top:
-        text = (
-            f"**Retrieval-only answer.** {NO_MODEL}, and no passage "
-            "in the team docs or the pattern library matched this question. Try other words, or set "
-            "ANTHROPIC_API_KEY for a written answer."
-        )
+        text = f"**{t('retrieval.heading', lang)}** {t('retrieval.nothing', lang)}"
         gaps = [question.strip()[:200]] if question.strip() else []
         return Answer(kind="retrieval_only", text=text, gaps=gaps, confidence="low")
-    lines = [f"**Retrieval-only answer.** {RETRIEVAL_ONLY_LABEL} for this question:", ""]
+    lines = [f"**{t('retrieval.heading', lang)}** {t('retrieval.label', lang)}", ""]
     for n, hit in enumerate(top, 1):
         heading = hit.heading or hit.title or hit.path
         where = f"[{hit.path}]({hit.url})" if hit.url else f"`{hit.path}`"
@@ -44,7 +38,7 @@ def retrieval_only_answer(question: str, hits: Sequence[Hit]) -> Answer:
         excerpt = _excerpt(hit)
         if excerpt:
             lines.append(f"   > {excerpt}")
-    lines += ["", "Set ANTHROPIC_API_KEY to get a written, cited answer."]
+    lines += ["", t("retrieval.footer", lang)]
     return Answer(
         kind="retrieval_only",
         text="\n".join(lines),

@@ -39,6 +39,8 @@ NOTE_NAMES = (
     "passages",
     "no_passages",
     "just_answer",
+    "continue",
+    "language_zh",
     "review",
     "record",
     "repair_invalid",
@@ -53,6 +55,8 @@ _DIRECT = re.compile(
     r"|直接(回答|给|说)|别问|不要问",
     re.IGNORECASE,
 )
+# "continue" after an answer that stopped at the length limit (the answer offers it)
+_CONTINUE = re.compile(r"^\W*(continue|go on|keep going|please continue|继续|接着(说|写)?|请继续)\W*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,16 @@ def wants_direct_answer(turns: Sequence[Turn]) -> bool:
     return bool(last and _DIRECT.search(last.text))
 
 
+def wants_continuation(turns: Sequence[Turn]) -> bool:
+    """The asker's latest message asks to continue the previous reply ("continue", "继续")."""
+    clean = [t for t in turns if t.text.strip()]
+    if len(clean) < 2 or clean[-1].role != "user" or not any(t.role == "assistant" for t in clean):
+        return False
+    text = clean[-1].text.strip()
+    text = text.split(": ", 1)[-1] if ": " in text[:60] else text  # "Name: continue" as context writes it
+    return bool(_CONTINUE.match(text))
+
+
 def build_messages(
     turns: Sequence[Turn],
     results: list[dict[str, Any]],
@@ -230,6 +244,7 @@ def build_messages(
     *,
     mode: Mode = "chat",
     direct: bool = False,
+    lang: str = "en",
 ) -> list[dict[str, Any]]:
     """The messages array: earlier turns as plain text, the last user turn with passages and notes."""
     clean = clean_turns(turns)
@@ -242,6 +257,10 @@ def build_messages(
         guidance.append(notes["review"])
     if direct and mode == "chat":
         guidance.append(notes["just_answer"])
+    if mode == "chat" and wants_continuation(clean):
+        guidance.append(notes["continue"])
+    if lang == "zh":
+        guidance.append(notes["language_zh"])
     last: list[dict[str, Any]] = [*results]
     last.append({"type": "text", "text": "\n\n".join(guidance)})
     last.append({"type": "text", "text": clean[-1].text})

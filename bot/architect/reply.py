@@ -60,13 +60,16 @@ class Reply(BaseModel):
     decision: str | None = Field(None, max_length=600, description="A decision reached or recommended, if any.")
     topic: str | None = Field(None, max_length=120, description="A short label for the subject.")
     confidence: Literal["high", "medium", "low"] = Field("medium", description="How well the documents back it.")
+    confidence_reason: str | None = Field(
+        None, max_length=200, description="Why that confidence, in a few words (shown under the answer)."
+    )
 
     @field_validator("questions", "assumptions", "sources", "gaps", mode="before")
     @classmethod
     def _clean_lists(cls, value: object) -> object:
         return _clean_list(value)
 
-    @field_validator("decision", "topic", "provisional", mode="before")
+    @field_validator("decision", "topic", "provisional", "confidence_reason", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

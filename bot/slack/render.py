@@ -6,6 +6,13 @@ parentheses, nested lists and fenced code survive, where a regex conversion to m
 mangles them. Slack also needs a plain `text` fallback (notifications, old clients): that
 one is converted to mrkdwn with markdown-it's parser, not with regexes.
 
+An answer reads, top to bottom: the body with `[n]` markers where the model cited a passage;
+a note when it stopped at the length limit; the clarifying questions; short "Docs disagree",
+"Not in the docs" and "Confidence" lines when the record has them; then the sources, each
+numbered source with its path (linked when `ARCHBOT_DOCS_URL` is set), heading, status, date
+and the quoted passage, and apart from them the sources the model only listed. Every fixed
+string comes from the catalogue (`bot.i18n`) in the asker's language.
+
 Limits (PROTOCOL_NOTES): a markdown block holds at most 12 000 characters per message,
 `text` at most 40 000, a context block at most 10 elements. Long answers are split on block
 boundaries, never inside a fenced code block unless that block alone is too long (then the
@@ -20,6 +27,7 @@ from urllib.parse import quote
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from bot.i18n import DEFAULT_LANG, Lang, catalogue, t
 from bot.slack.neutralise import TRUST, mention_user, trusted_label
 from bot.types import Answer, Citation
 
@@ -28,14 +36,11 @@ FALLBACK_LIMIT = 3_000  # notification text: short is better
 FEEDBACK_ACTION_ID = "archbot_feedback"
 _md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
-FAILURE_TEXT = (
-    ":warning: Sorry, I couldn't answer this one: the model service is not responding right now "
-    "(I retried a few times). Nothing is lost: ask again in a minute, or mention me to retry."
-)
-INTERNAL_FAILURE_TEXT = (
-    ":warning: Sorry, something went wrong on my side while answering. "
-    "The team running archbot can find the details in its logs; please ask again."
-)
+FAILURE_TEXT = t("failure.model")
+INTERNAL_FAILURE_TEXT = t("failure.internal")
+QUOTE_WIDTH = 200  # a quoted passage under a source: about two lines (a CJK character counts 2)
+MAX_NUMBERED = 20
+MAX_LISTED = 8
 
 
 # -- mrkdwn ------------------------------------------------------------------------------
@@ -256,7 +261,7 @@ def citation_label(c: Citation) -> str:
     return f"{place} › {c.heading}" if c.heading else place
 
 
-def unique_citations(citations: list[Citation], limit: int = 8) -> list[Citation]:
+def unique_citations(citations: list[Citation], limit: int = MAX_LISTED) -> list[Citation]:
     seen: set[tuple[str, str, str]] = set()
     out: list[Citation] = []
     for c in citations:
@@ -270,36 +275,125 @@ def unique_citations(citations: list[Citation], limit: int = 8) -> list[Citation
     return out
 
 
-def render_sources_markdown(citations: list[Citation]) -> str:
-    """The 'Sources' list appended under an answer, as markdown links (or plain paths)."""
-    items = unique_citations(citations)
-    if not items:
+def _width(text: str) -> int:
+    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
+
+
+def trim_quote(text: str, width: int = QUOTE_WIDTH) -> str:
+    """A cited passage as one short line: markdown line markers dropped, whitespace collapsed, cut
+    at a word (or, in CJK text, anywhere) near `width` display columns."""
+    lines = [re.sub(r"^\s*(?:[#>|*+-]+\s+|\d+[.)]\s+|[|>]+)", "", line) for line in text.splitlines()]
+    flat = " ".join(" ".join(lines).split()).replace("|", "¦")
+    if _width(flat) <= width:
+        return flat
+    cut, used = [], 0
+    for ch in flat:
+        used += 2 if ord(ch) > 0x2E7F else 1
+        if used > width - 1:
+            break
+        cut.append(ch)
+    short = "".join(cut)
+    if " " in short[len(short) // 2 :]:
+        short = short.rsplit(" ", 1)[0]
+    return short.rstrip(" ,;:.，。；：") + "…"
+
+
+def _source_link(c: Citation) -> str:
+    label = citation_label(c).replace("[", "(").replace("]", ")")
+    url = citation_url(c)
+    return f"[{trusted_label(label)}]({url})" if url else f"`{label}`"
+
+
+def _status_word(status: str, lang: Lang) -> str:
+    key = f"status.{status.strip().lower()}"
+    return t(key, lang) if key in catalogue() else status.strip()
+
+
+def render_sources_markdown(citations: list[Citation], *, lang: Lang = DEFAULT_LANG) -> str:
+    """The sources under an answer, as markdown: the quoted ones numbered as their `[n]` markers, each
+    with its status, date and the passage quoted; then, apart, the ones the model only listed."""
+    numbered = sorted((c for c in citations if c.number), key=lambda c: c.number)[:MAX_NUMBERED]
+    quoted_keys = {(c.source, c.path, c.heading) for c in numbered}
+    listed = unique_citations(
+        [c for c in citations if not c.number and (c.source, c.path, c.heading) not in quoted_keys]
+    )
+    if not numbered and not listed:
         return ""
-    lines = ["**Sources**"]
-    for i, c in enumerate(items, 1):
-        label = citation_label(c).replace("[", "(").replace("]", ")")
-        url = citation_url(c)
-        lines.append(f"{i}. [{trusted_label(label)}]({url})" if url else f"{i}. `{label}`")
+    lines = [f"**{t('answer.sources', lang)}**"]
+    for c in numbered:
+        facts = [w for w in (_status_word(c.status, lang) if c.status else "", c.date.strip()) if w]
+        line = f"{c.number}. {_source_link(c)}" + (f" · _{' · '.join(facts)}_" if facts else "")
+        lines.append(line)
+        quote = trim_quote(c.cited_text) if c.cited_text else ""
+        if quote:
+            lines.append(f"   > “{quote}”")
+    if listed:
+        items = ", ".join(_source_link(c) for c in listed)
+        if numbered:
+            lines += ["", f"{t('answer.listed', lang)} {items}"]
+        else:
+            lines += [f"{i}. {_source_link(c)}" for i, c in enumerate(listed, 1)]
     return "\n".join(lines)
+
+
+def _ref(path: str, numbered: dict[str, int]) -> str:
+    return f"[{numbered[path]}]" if path in numbered else f"`{path}`"
+
+
+def render_record_lines(answer: Answer, *, lang: Lang = DEFAULT_LANG) -> str:
+    """Short "Docs disagree", "Not in the docs" and "Confidence" lines, from the answer's record."""
+    if answer.kind not in ("answer", "review", "clarify"):
+        return ""
+    numbered: dict[str, int] = {}
+    for c in sorted((c for c in answer.citations if c.number), key=lambda c: c.number):
+        numbered.setdefault(c.path, c.number)
+    paragraphs: list[str] = []
+    versus = f" {t('answer.versus', lang)} "
+    if answer.disagreements:
+        sides = [f"{d.summary}: {versus.join(_ref(p, numbered) for p in d.sides)}" for d in answer.disagreements]
+    else:
+        sides = list(answer.conflicts)
+    if sides:
+        head = f"**{t('answer.disagree', lang)}**"
+        if len(sides) == 1:
+            paragraphs.append(f":warning: {head} {sides[0]}")
+        else:
+            paragraphs.append(f":warning: {head}\n" + "\n".join(f"- {line}" for line in sides))
+    if answer.gaps:
+        paragraphs.append(f"**{t('answer.gaps', lang)}** " + "; ".join(answer.gaps))
+    if answer.confidence in ("high", "medium", "low"):
+        level = t(f"answer.confidence_{answer.confidence}", lang)
+        paragraphs.append(f"**{t('answer.confidence', lang)}** {level} — {confidence_reason(answer, lang)}")
+    return "\n\n".join(paragraphs)
+
+
+def confidence_reason(answer: Answer, lang: Lang = DEFAULT_LANG) -> str:
+    """The model's own reason when it gave one; else what the evidence shows."""
+    if answer.confidence_reason:
+        return answer.confidence_reason
+    if answer.conflicts or answer.disagreements:
+        return t("answer.reason_conflict", lang)
+    quoted = len({(c.path, c.heading) for c in answer.citations if c.number})
+    return t("answer.reason_quoted", lang, n=quoted) if quoted else t("answer.reason_none", lang)
 
 
 REVIEW_QUOTE_LIMIT = 2500  # the proposal quoted under a review thread's opening message
 
 
-def build_review_parent_text(*, title: str, user: str | None, proposal: str) -> str:
+def build_review_parent_text(*, title: str, user: str | None, proposal: str, lang: Lang = DEFAULT_LANG) -> str:
     """The channel message that opens a review thread: what is reviewed, for whom, and the proposal
     itself, quoted (shortened), so readers and every follow-up in the thread have it."""
-    head = f":building_construction: Architecture review of *{escape_mrkdwn(title)}*"
+    head = t("review.parent", lang, title=escape_mrkdwn(title))
     if user:
-        head += f", requested by {mention_user(user)}"
+        head += t("review.requested_by", lang, user=mention_user(user))
     body = proposal.strip()
     if len(body) > REVIEW_QUOTE_LIMIT:
         body = body[:REVIEW_QUOTE_LIMIT].rstrip() + " …"
     return f"{head}\n>>> {escape_mrkdwn(body)}" if body else head
 
 
-def build_feedback_block() -> dict:
-    """Slack's feedback buttons (👍/👎) under an answer."""
+def build_feedback_block(lang: Lang = DEFAULT_LANG) -> dict:
+    """Slack's feedback buttons (👍/👎) under an answer, labelled in the asker's language."""
     return {
         "type": "context_actions",
         "elements": [
@@ -307,13 +401,13 @@ def build_feedback_block() -> dict:
                 "type": "feedback_buttons",
                 "action_id": FEEDBACK_ACTION_ID,
                 "positive_button": {
-                    "text": {"type": "plain_text", "text": "Helpful"},
-                    "accessibility_label": "Mark this answer as helpful",
+                    "text": {"type": "plain_text", "text": t("answer.helpful", lang)},
+                    "accessibility_label": t("answer.helpful_label", lang),
                     "value": "up",
                 },
                 "negative_button": {
-                    "text": {"type": "plain_text", "text": "Not helpful"},
-                    "accessibility_label": "Mark this answer as not helpful",
+                    "text": {"type": "plain_text", "text": t("answer.not_helpful", lang)},
+                    "accessibility_label": t("answer.not_helpful_label", lang),
                     "value": "down",
                 },
             }
@@ -321,26 +415,34 @@ def build_feedback_block() -> dict:
     }
 
 
-def build_answer_body(answer: Answer) -> str:
-    """The full markdown shown for an answer: body, then open questions, then sources."""
-    body = answer.text.strip() or "_(empty answer)_"
+def build_answer_body(answer: Answer, *, lang: Lang = DEFAULT_LANG) -> str:
+    """The full markdown shown for an answer: body, a cut-off note, open questions, the record's
+    conflicts/gaps/confidence lines, then the sources."""
+    body = answer.text.strip() or t("answer.empty", lang)
     extras: list[str] = []
+    if answer.truncated:
+        extras.append(f":scissors: {t('answer.truncated', lang)}")
     if answer.kind == "clarify" and answer.questions and not any(q in body for q in answer.questions):
         extras.append("\n".join(f"{i}. {q}" for i, q in enumerate(answer.questions, 1)))
-    sources = render_sources_markdown(answer.citations)
+    record = render_record_lines(answer, lang=lang)
+    if record:
+        extras.append(record)
+    sources = render_sources_markdown(answer.citations, lang=lang)
     if sources:
         extras.append(sources)
     return "\n\n".join([body, *extras])
 
 
-def build_message_parts(answer: Answer, *, limit: int = MARKDOWN_BLOCK_LIMIT) -> list[tuple[str, list[dict]]]:
+def build_message_parts(
+    answer: Answer, *, lang: Lang = DEFAULT_LANG, limit: int = MARKDOWN_BLOCK_LIMIT
+) -> list[tuple[str, list[dict]]]:
     """(fallback text, blocks) for each message of an answer; feedback buttons on the last one."""
-    parts = split_markdown(build_answer_body(answer), limit)
+    parts = split_markdown(build_answer_body(answer, lang=lang), limit)
     out: list[tuple[str, list[dict]]] = []
     for i, part in enumerate(parts):
         blocks: list[dict] = [{"type": "markdown", "text": part}]
         if i == len(parts) - 1 and answer.kind in ("answer", "review", "clarify", "retrieval_only"):
-            blocks.append(build_feedback_block())
+            blocks.append(build_feedback_block(lang))
         out.append((build_fallback_text(part), blocks))
     return out
 
@@ -350,8 +452,8 @@ def build_fallback_text(markdown: str, limit: int = FALLBACK_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def build_failure_message(*, internal: bool = False) -> tuple[str, list[dict]]:
-    text = INTERNAL_FAILURE_TEXT if internal else FAILURE_TEXT
+def build_failure_message(*, internal: bool = False, lang: Lang = DEFAULT_LANG) -> tuple[str, list[dict]]:
+    text = t("failure.internal" if internal else "failure.model", lang)
     return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
