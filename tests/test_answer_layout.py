@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bot.architect.prompt import Prompts
-from bot.config import DEFAULT_TEAM_PROFILE, PROMPTS_DIR
+from bot.config import PROMPTS_DIR
 from bot.runtime import Bot
 from tests.conftest import bot_settings, running_bot
 from tests.fakes.anthropic import Cite, FakeAnthropic, Reply, Segment, ToolUse
@@ -23,7 +23,7 @@ from tests.fakes.signing import post_event
 from tests.fakes.slack import FakeSlack, StoredMessage, event_callback, mention_event, message_event
 from tests.helpers import message_text, wait_answers
 
-NOTES = Prompts.load(PROMPTS_DIR, DEFAULT_TEAM_PROFILE).notes
+NOTES = Prompts.load(PROMPTS_DIR, None).notes
 DOCS_URL = "https://git.example.com/team/docs/blob/main"
 EVENTS_DOC = (
     "---\nstatus: current\n---\n# Device events\n\n## Routing keys\n\n"
