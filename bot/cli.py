@@ -158,6 +158,31 @@ def stats(ctx: click.Context, since: object, json_: bool) -> None:
     sys.exit(stats_command(settings, since=since, json_=json_))  # type: ignore[arg-type]
 
 
+@cli.group()
+def profile() -> None:
+    """The team profile the architect is told about (see `archbot profile draft`)."""
+
+
+@profile.command("draft")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE, not stdout.")
+@click.option("--no-model", is_flag=True, help="Extract from the docs only, even with ANTHROPIC_API_KEY set.")
+@click.pass_context
+def profile_draft(ctx: click.Context, out: Path | None, no_model: bool) -> None:
+    """Draft the team profile from the indexed docs; each line cites the docs it came from.
+
+    Review it with the team, delete its draft marker line, then set ARCHBOT_TEAM_PROFILE to it.
+
+    Example: ARCHBOT_DOCS=../docs archbot profile draft --out team_profile.md
+    """
+    settings = _settings(ctx)
+    from bot.profile.command import profile_draft_command
+
+    try:
+        sys.exit(profile_draft_command(settings, out=out, use_model=not no_model))
+    except ConfigError as exc:
+        raise ConfigExit(str(exc)) from None
+
+
 def main() -> None:
     cli(prog_name="archbot")
 
