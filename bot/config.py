@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         description="`stream`: Slack's chat streaming API; `update`: post then throttled `chat.update`; "
         "`auto`: stream, falling back to update.",
     )
+    language: Literal["en", "zh"] = Field(
+        "en",
+        validation_alias=_alias("ARCHBOT_LANGUAGE"),
+        description="Language of what has no question to follow (the `/arch-review` form, App Home, the digest); "
+        "answers, buttons and messages in a thread follow the asker's language.",
+    )
     reindex_minutes: int = Field(
         30,
         ge=0,

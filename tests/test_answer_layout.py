@@ -9,6 +9,7 @@ the calls it received, and what the fake model was sent.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,23 @@ import pytest
 
 from bot.architect.prompt import Prompts
 from bot.config import PROMPTS_DIR
+from bot.i18n import t
 from bot.runtime import Bot
+from bot.slack.interactions import REVIEW_CALLBACK
+from bot.slack.render import FEEDBACK_ACTION_ID
 from tests.conftest import bot_settings, running_bot
 from tests.fakes.anthropic import Cite, FakeAnthropic, Reply, Segment, ToolUse
-from tests.fakes.signing import post_event
-from tests.fakes.slack import FakeSlack, StoredMessage, event_callback, mention_event, message_event
+from tests.fakes.signing import post_event, post_interactive, post_slash_command
+from tests.fakes.slack import (
+    FakeSlack,
+    StoredMessage,
+    block_actions_payload,
+    event_callback,
+    mention_event,
+    message_event,
+    slash_command_payload,
+    view_submission_payload,
+)
 from tests.helpers import message_text, wait_answers
 
 NOTES = Prompts.load(PROMPTS_DIR, None).notes
@@ -198,3 +211,77 @@ async def test_a_truncated_reply_is_marked_and_continue_picks_it_up(
         request = stream_requests(model)[-1]
         assert NOTES["continue"] in last_turn_text(request)
         assert any(m["role"] == "assistant" and "Write the" in str(m["content"]) for m in request["messages"])
+
+
+# -- reviews, forms and feedback in the asker's language -----------------------------------------
+REVIEW_MARK = ":building_construction:"
+
+
+async def test_a_chinese_review_is_acknowledged_opened_and_answered_in_chinese(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        proposal = "把设备事件从直接 HTTP 调用改为 RabbitMQ，并在 device-service 中使用事务性 outbox。"
+        fields = slash_command_payload("/arch-review", proposal, user="U1", channel="C1")
+        status, body = await post_slash_command(url(bot), slack.signing_secret, fields)
+        assert status == 200 and json.loads(body)["text"] == t("review.queued", "zh")
+        parent = (await slack.wait_for(lambda f: [m for m in f.bot_messages("C1") if m.text.startswith(REVIEW_MARK)]))[
+            0
+        ]
+        assert parent.text.startswith(f"{REVIEW_MARK} 架构评审：") and "，发起人 <@U1>" in parent.text
+        review = (await wait_answers(slack, "C1", parent.ts))[0]
+        assert feedback_labels(review.blocks) == ("有帮助", "没帮助")
+
+
+async def test_the_empty_review_form_follows_archbot_language(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model, language="zh")) as bot:
+        fields = slash_command_payload("/arch-review", "", user="U1", channel="C7")
+        assert (await post_slash_command(url(bot), slack.signing_secret, fields))[0] == 200
+        view = slack.calls_to("views.open")[0].args["view"]
+        assert view["title"]["text"] == "架构评审" and view["submit"]["text"] == "评审"
+        assert [b["label"]["text"] for b in view["blocks"]] == ["标题", "方案", "背景与约束", "具体顾虑"]
+        stored = next(iter(slack.views.values()))
+        empty = {k: {"value": {"type": "plain_text_input", "value": None}} for k in ("title", "proposal")}
+        status, body = await post_interactive(
+            url(bot),
+            slack.signing_secret,
+            view_submission_payload(
+                callback_id=REVIEW_CALLBACK,
+                values=empty,
+                user="U1",
+                private_metadata=stored["private_metadata"],
+                view_id=stored["id"],
+            ),
+        )
+        assert status == 200
+        assert json.loads(body)["errors"] == {"title": "请给方案起个标题。", "proposal": "请描述方案内容。"}
+
+
+async def test_feedback_on_a_chinese_answer_is_thanked_in_chinese(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        parent = await ask(bot, slack, "计费逻辑应该放在哪个服务？")
+        answer = (await wait_answers(slack, "C1", parent.ts))[0]
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+
+        def click(user: str, value: str) -> dict[str, Any]:
+            return block_actions_payload(
+                action_id=FEEDBACK_ACTION_ID,
+                value=value,
+                user=user,
+                channel="C1",
+                message_ts=answer.ts,
+                thread_ts=parent.ts,
+                action_type="feedback_buttons",
+                message=slack.render_message(answer),
+            )
+
+        assert (await post_interactive(url(bot), slack.signing_secret, click("U5", "up")))[0] == 200
+        thanks = await slack.wait_for(lambda f: [e for e in f.ephemerals if e.user == "U5"])
+        assert thanks[0].text == "感谢反馈！"
+        assert (await post_interactive(url(bot), slack.signing_secret, click("U6", "down")))[0] == 200
+        opened = await slack.wait_for(lambda f: f.calls_to("views.open"))
+        assert opened[0].args["view"]["title"]["text"] == "缺了什么？"

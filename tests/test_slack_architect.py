@@ -163,7 +163,7 @@ async def test_arch_review_modal_over_socket_mode(tmp_path: Path, slack: FakeSla
         assert len(opened) == 1
         view = opened[0].args["view"]
         assert view["callback_id"] == REVIEW_CALLBACK
-        assert json.loads(view["private_metadata"]) == {"channel": "C7"}
+        assert json.loads(view["private_metadata"]) == {"channel": "C7", "lang": "en"}
         assert {b["block_id"] for b in view["blocks"]} == {"title", "proposal", "context", "concerns"}
 
         # Missing required fields: the modal stays open with errors, nothing is queued.

@@ -6,6 +6,10 @@ Everything here acks within Slack's 3 seconds and leaves slow work to a Job:
   its submission queues the same job, the channel carried in `private_metadata`.
 - A 👍/👎 click is stored with the answer and the clicker, counted in `/metrics`, and
   acknowledged privately; a 👎 offers an optional "what was missing?" modal.
+
+Language: what answers a text (a proposal, a click under an answer) follows that text's language;
+the empty review form, which has none, is in `ARCHBOT_LANGUAGE`, and its language rides in the
+view's `private_metadata` so its errors and the composed proposal match it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreUnavailable
+from bot.i18n import DEFAULT_LANG, Lang, detect_language, parse_lang, t
 from bot.proposals import short_title
 from bot.slack.deps import Deps
 from bot.slack.post import open_view, post_ephemeral
@@ -29,55 +34,51 @@ log = logging.getLogger(__name__)
 
 REVIEW_CALLBACK = "arch_review_modal"
 FEEDBACK_CALLBACK = "archbot_feedback_comment"
-REVIEW_QUEUED = "Got it: reviewing your proposal. The review will appear in this channel as a new thread."
-STORE_BUSY = "I can't take new work for a moment (my database is unavailable). Please try again in a minute."
+REVIEW_QUEUED = t("review.queued")
+STORE_BUSY = t("store.busy")
+REVIEW_FIELDS = (("title", False, False), ("proposal", True, False), ("context", True, True), ("concerns", True, True))
 
 
-def build_review_modal(*, channel_id: str) -> dict[str, Any]:
-    def field(block_id: str, label: str, *, multiline: bool, optional: bool, hint: str) -> dict[str, Any]:
+def build_review_modal(*, channel_id: str, lang: Lang = DEFAULT_LANG) -> dict[str, Any]:
+    def field(block_id: str, *, multiline: bool, optional: bool) -> dict[str, Any]:
         return {
             "type": "input",
             "block_id": block_id,
             "optional": optional,
-            "label": {"type": "plain_text", "text": label},
+            "label": {"type": "plain_text", "text": t(f"review.field_{block_id}", lang)},
             "element": {
                 "type": "plain_text_input",
                 "action_id": "value",
                 "multiline": multiline,
-                "placeholder": {"type": "plain_text", "text": hint},
+                "placeholder": {"type": "plain_text", "text": t(f"review.hint_{block_id}", lang)},
             },
         }
 
     return {
         "type": "modal",
         "callback_id": REVIEW_CALLBACK,
-        "private_metadata": json.dumps({"channel": channel_id}),
-        "title": {"type": "plain_text", "text": "Architecture review"},
-        "submit": {"type": "plain_text", "text": "Review"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            field("title", "Title", multiline=False, optional=False, hint="Move device events to an outbox"),
-            field("proposal", "Proposal", multiline=True, optional=False, hint="What you want to build or change"),
-            field("context", "Context and constraints", multiline=True, optional=True, hint="Scale, team, deadlines"),
-            field("concerns", "Specific concerns", multiline=True, optional=True, hint="What worries you most"),
-        ],
+        "private_metadata": json.dumps({"channel": channel_id, "lang": lang}),
+        "title": {"type": "plain_text", "text": t("review.modal_title", lang)},
+        "submit": {"type": "plain_text", "text": t("review.modal_submit", lang)},
+        "close": {"type": "plain_text", "text": t("review.modal_cancel", lang)},
+        "blocks": [field(b, multiline=m, optional=o) for b, m, o in REVIEW_FIELDS],
     }
 
 
-def build_feedback_modal(*, channel: str, message_ts: str) -> dict[str, Any]:
+def build_feedback_modal(*, channel: str, message_ts: str, lang: Lang = DEFAULT_LANG) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": FEEDBACK_CALLBACK,
         "private_metadata": json.dumps({"channel": channel, "message_ts": message_ts}),
-        "title": {"type": "plain_text", "text": "What was missing?"},
-        "submit": {"type": "plain_text", "text": "Send"},
-        "close": {"type": "plain_text", "text": "Skip"},
+        "title": {"type": "plain_text", "text": t("feedback.modal_title", lang)},
+        "submit": {"type": "plain_text", "text": t("feedback.modal_submit", lang)},
+        "close": {"type": "plain_text", "text": t("feedback.modal_skip", lang)},
         "blocks": [
             {
                 "type": "input",
                 "block_id": "comment",
                 "optional": True,
-                "label": {"type": "plain_text", "text": "What would have made this answer useful?"},
+                "label": {"type": "plain_text", "text": t("feedback.modal_question", lang)},
                 "element": {"type": "plain_text_input", "action_id": "value", "multiline": True},
             }
         ],
@@ -88,23 +89,28 @@ def _value(values: dict[str, Any], block_id: str) -> str:
     return str(((values.get(block_id) or {}).get("value") or {}).get("value") or "").strip()
 
 
-def compose_proposal(values: dict[str, Any]) -> tuple[str, str]:
-    """Modal values → (title, the proposal text the review job reads)."""
+def compose_proposal(values: dict[str, Any], lang: Lang = DEFAULT_LANG) -> tuple[str, str]:
+    """Modal values → (title, the proposal text the review job reads), labelled in the form's language."""
     title = _value(values, "title")
-    parts = [f"Proposal: {title}", _value(values, "proposal")]
-    for label, block in (("Context and constraints", "context"), ("Specific concerns", "concerns")):
+    colon = "：" if lang == "zh" else ": "
+    parts = [f"{t('review.label_proposal', lang)}{colon}{title}", _value(values, "proposal")]
+    for block in ("context", "concerns"):
         text = _value(values, block)
         if text:
-            parts.append(f"{label}: {text}")
+            parts.append(f"{t(f'review.field_{block}', lang)}{colon}{text}")
     return title, "\n\n".join(p for p in parts if p)
+
+
+def _message_language(message: dict[str, Any]) -> Lang:
+    """The language of a message the bot wrote (an answer under which a button was clicked)."""
+    texts = [str(b.get("text") or "") for b in message.get("blocks") or [] if b.get("type") == "markdown"]
+    return detect_language(" ".join(texts) or str(message.get("text") or ""))
 
 
 def register_interactions(app: AsyncApp, deps: Deps) -> None:
     store = deps.store
 
-    async def queue_review(
-        *, channel: str, user: str, team: str | None, key: str, text: str, meta: dict
-    ) -> int | None:
+    async def queue_review(*, channel: str, user: str, team: str | None, key: str, text: str, meta: dict) -> int | None:
         job_id = await store.quick.enqueue(
             kind="review",
             channel=channel,
@@ -126,18 +132,16 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
     async def on_review(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
         text = str(command.get("text") or "").strip()
         channel = str(command.get("channel_id") or "")
+        lang = detect_language(text, default=deps.settings.language)
         if not text:
             try:
-                await open_view(client, trigger_id=command["trigger_id"], view=build_review_modal(channel_id=channel))
+                view = build_review_modal(channel_id=channel, lang=lang)
+                await open_view(client, trigger_id=command["trigger_id"], view=view)
                 await ack()
             except SlackApiError as exc:
                 error = exc.response.get("error")
                 log.info("review modal failed to open", extra={"error": error, "channel": channel})
-                await ack(
-                    response_type="ephemeral",
-                    text="The review form took too long to open (Slack allows 3 seconds). "
-                    "Run `/arch-review` again, or pass the proposal as text: `/arch-review <proposal>`.",
-                )
+                await ack(response_type="ephemeral", text=t("review.modal_slow", lang))
             return
         title = short_title(text)
         try:
@@ -150,23 +154,24 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
                 meta={"title": title, "response_url": command.get("response_url")},
             )
         except StoreUnavailable:
-            await ack(response_type="ephemeral", text=STORE_BUSY)
+            await ack(response_type="ephemeral", text=t("store.busy", lang))
             return
-        await ack(response_type="ephemeral", text=REVIEW_QUEUED)
+        await ack(response_type="ephemeral", text=t("review.queued", lang))
 
     @app.view(REVIEW_CALLBACK)
     async def on_review_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = (view.get("state") or {}).get("values") or {}
-        title, text = compose_proposal(values)
+        meta = json.loads(view.get("private_metadata") or "{}")
+        lang = parse_lang(meta.get("lang"), deps.settings.language)
+        title, text = compose_proposal(values, lang)
         errors = {}
         if not title:
-            errors["title"] = "Give the proposal a title."
+            errors["title"] = t("review.error_title", lang)
         if not _value(values, "proposal"):
-            errors["proposal"] = "Describe the proposal."
+            errors["proposal"] = t("review.error_proposal", lang)
         if errors:
             await ack(response_action="errors", errors=errors)
             return
-        meta = json.loads(view.get("private_metadata") or "{}")
         user = (body.get("user") or {}).get("id")
         try:
             await queue_review(
@@ -178,7 +183,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
                 meta={"title": title},
             )
         except StoreUnavailable:
-            await ack(response_action="errors", errors={"proposal": STORE_BUSY})
+            await ack(response_action="errors", errors={"proposal": t("store.busy", lang)})
             return
         await ack()
 
@@ -190,6 +195,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         message = body.get("message") or {}
         message_ts = str(message.get("ts") or (body.get("container") or {}).get("message_ts"))
         user = str((body.get("user") or {}).get("id"))
+        lang = _message_language(message)
         try:
             await store.record_feedback(channel=channel, message_ts=message_ts, user=user, value=value)
         except StoreUnavailable:
@@ -201,12 +207,12 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
                 await open_view(
                     client,
                     trigger_id=body["trigger_id"],
-                    view=build_feedback_modal(channel=channel, message_ts=message_ts),
+                    view=build_feedback_modal(channel=channel, message_ts=message_ts, lang=lang),
                 )
                 return
             except SlackApiError:
                 pass  # the thanks below is enough
-        thanks = "Thanks for the feedback!" if value == "up" else "Thanks: noted that this answer missed the mark."
+        thanks = t("feedback.thanks_up" if value == "up" else "feedback.thanks_down", lang)
         await post_ephemeral(
             client, channel=channel, user=user, text=thanks, thread_ts=message.get("thread_ts") or message_ts
         )
