@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         description="With ANTHROPIC_API_KEY: rewrite each new question into both languages before searching "
         "(cached; falls back to plain search). Costs a model round trip before the answer starts.",
     )
+    slack_retry_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        validation_alias=_alias("ARCHBOT_SLACK_RETRY_SECONDS"),
+        description="How long Slack 5xx answers and connection errors are retried (with backoff) before a "
+        "job gives up and says so.",
+    )
     stream_mode: Literal["auto", "stream", "update"] = Field(
         "auto",
         validation_alias=_alias("ARCHBOT_STREAM_MODE"),

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -52,8 +53,10 @@ from bot.slack.post import (
     post_message,
     remove_reaction,
     send_response_url,
+    stop_stream,
     update_message,
 )
+from bot.slack.retry import message_metadata
 from bot.store import MAX_ATTEMPTS
 from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
@@ -238,6 +241,9 @@ class JobRunner:
         extra = {"job_id": job.id, "channel": job.channel, "thread_ts": job.thread_ts, "kind": job.kind}
         log.info("job started", extra={**extra, "attempt": job.attempts})
         started = time.monotonic()
+        if job.attempts > MAX_ATTEMPTS:
+            await self._give_up(job, extra)
+            return
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             await self._run(job, started, extra)
@@ -249,14 +255,23 @@ class JobRunner:
                 await self.store.forget_thread(job.channel, job.thread_ts)
             await self._end(job, "failed", f"slack: {exc.error}", extra)
         except Exception as exc:
+            # Slack's own failures were already retried over ARCHBOT_SLACK_RETRY_SECONDS by the client.
             log.exception("job failed", extra=extra)
-            if job.attempts < MAX_ATTEMPTS and isinstance(exc, SlackApiError):
-                await self.store.requeue_job(job.id)
-                return
             await self._post_failure(job, internal=True, extra=extra)
             await self._end(job, "failed", type(exc).__name__, extra)
         finally:
             heartbeat.cancel()
+
+    async def _give_up(self, job: Job, extra: dict) -> None:
+        """A poison job: claimed more than MAX_ATTEMPTS times (each run died with its process).
+        It ends with the failure message, replacing any partial answer, and is never run again."""
+        log.warning("job claimed too often; giving up", extra={**extra, "attempt": job.attempts})
+        if job.reply_ts:
+            await stop_stream(self.client, channel=job.channel, ts=job.reply_ts, metadata=message_metadata(job.id))
+        await self._post_failure(job, internal=True, extra=extra)
+        if job.kind != "review":
+            await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+        await self._end(job, "failed", f"poison: claimed {job.attempts} times", extra)
 
     async def _end(self, job: Job, state: str, error: str | None, extra: dict) -> None:
         if await self.store.finish_job(job.id, state=state, error=error):
@@ -281,6 +296,7 @@ class JobRunner:
                     text=t("help.text", lang),
                     thread_ts=job.thread_ts,
                     metrics=self.metrics,
+                    metadata=message_metadata(job.id),
                 )
             finally:
                 if job.kind != "review":
@@ -294,6 +310,9 @@ class JobRunner:
         if job.kind != "review" and job.attempts > 1:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+        if job.reply_ts and job.attempts > 1:
+            # Resumed after a crash mid-answer: a stream left open would keep its partial text "live".
+            await stop_stream(self.client, channel=job.channel, ts=job.reply_ts, metadata=message_metadata(job.id))
         if job.channel_type == "im":
             await set_status(
                 self.client, channel=job.channel, thread_ts=job.thread_ts, status=t("assistant.thinking", lang)
@@ -321,7 +340,17 @@ class JobRunner:
                 await self._end(job, "failed", f"model: {exc.status}", extra)
                 return
             parts = render.build_message_parts(answer, lang=lang)
-            message_ts = await poster.finish(parts)
+            try:
+                message_ts = await poster.finish(parts)
+            except (SlackPostError, SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                if poster.ts is None:
+                    raise  # nothing reached the thread (run_job reports it)
+                # The answer could not be shown in full: the partial one never stays as if it were the answer.
+                log.warning("could not finish the answer", extra={**extra, "error": type(exc).__name__})
+                with contextlib.suppress(Exception):
+                    await poster.fail(*render.build_failure_message(internal=True, lang=lang))
+                await self._end(job, "failed", f"slack: {getattr(exc, 'error', None) or type(exc).__name__}", extra)
+                return
             first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
             if first_text_ms is not None:
                 self.metrics.first_text_seconds.observe(first_text_ms / 1000)
@@ -365,6 +394,7 @@ class JobRunner:
             existing_ts=job.reply_ts,
             on_first_post=remember,
             metrics=self.metrics,
+            job_id=job.id,
         )
 
     async def _turns(self, job: Job, question: str) -> list[Turn]:
@@ -425,7 +455,13 @@ class JobRunner:
             lang=lang,
         )
         try:
-            parent = await post_message(self.client, channel=job.channel, text=text, metrics=self.metrics)
+            parent = await post_message(
+                self.client,
+                channel=job.channel,
+                text=text,
+                metrics=self.metrics,
+                metadata=message_metadata(job.id, "parent"),
+            )
         except SlackPostError as exc:
             await self._tell_requester(job, exc.error)
             await self._end(job, "failed", f"slack: {exc.error}", extra)
@@ -457,19 +493,37 @@ class JobRunner:
 
     async def _post_failure(self, job: Job, *, internal: bool, extra: dict) -> None:
         text, blocks = render.build_failure_message(internal=internal, lang=detect_language(job.text))
+        reply_ts = job.reply_ts or await self._reply_ts(job)
         try:
-            if job.reply_ts:
-                await update_message(
-                    self.client, channel=job.channel, ts=job.reply_ts, text=text, blocks=blocks, metrics=self.metrics
-                )
-            else:
-                await post_message(
-                    self.client,
-                    channel=job.channel,
-                    text=text,
-                    blocks=blocks,
-                    thread_ts=job.thread_ts or None,
-                    metrics=self.metrics,
-                )
+            if reply_ts:
+                try:
+                    await update_message(
+                        self.client,
+                        channel=job.channel,
+                        ts=reply_ts,
+                        text=text,
+                        blocks=blocks,
+                        metrics=self.metrics,
+                        metadata=message_metadata(job.id),
+                    )
+                    return
+                except SlackPostError:
+                    log.warning("could not edit the partial answer; posting the failure after it", extra=extra)
+            await post_message(
+                self.client,
+                channel=job.channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=job.thread_ts or None,
+                metrics=self.metrics,
+                metadata=message_metadata(job.id, "failure" if reply_ts else 0),
+            )
         except Exception:
             log.exception("could not post the failure message", extra=extra)
+
+    async def _reply_ts(self, job: Job) -> str | None:
+        """The reply message recorded since the job was claimed (the claim's copy predates it)."""
+        with contextlib.suppress(Exception):
+            fresh = await self.store.get_job(job.id)
+            return fresh.reply_ts if fresh else None
+        return None

@@ -273,3 +273,29 @@ async def test_wait_for_times_out_with_a_dump(fake: FakeSlack) -> None:
     with pytest.raises(TimeoutError) as timed_out:
         await fake.wait_for(lambda f: f.calls_to("chat.postMessage"), timeout=0.1)
     assert "auth.test [ok]" in str(timed_out.value)
+
+
+async def test_failure_after_success_metadata_and_outages(fake: FakeSlack) -> None:
+    client = web_client(fake, retry_handlers=[])
+    parent = fake.add_message("C1", "<@UBOT> q", user="U1")
+    meta = {"event_type": "archbot_message", "event_payload": {"job_id": 7, "part": 0}}
+    fake.fail("chat.postMessage", status=500, times=1, after_success=True)
+    with pytest.raises(SlackApiError) as failed:
+        await client.chat_postMessage(channel="C1", thread_ts=parent.ts, text="posted anyway", metadata=meta)
+    assert failed.value.response.status_code == 500
+    [stored] = [m for m in fake.thread("C1", parent.ts) if m.bot_id]
+    assert stored.text == "posted anyway" and stored.metadata == meta
+    # Metadata comes back only when asked for, as Slack does.
+    plain = await client.conversations_replies(channel="C1", ts=parent.ts)
+    assert all("metadata" not in m for m in plain["messages"])
+    full = await client.conversations_replies(channel="C1", ts=parent.ts, include_all_metadata=True)
+    assert full["messages"][-1]["metadata"] == meta
+    with pytest.raises(SlackApiError) as bad:
+        await client.chat_postMessage(channel="C1", text="x", metadata={"event_type": "x", "event_payload": "no"})
+    assert bad.value.response["error"] == "invalid_metadata_schema"
+    # An outage: every method fails for a while, then works again.
+    fake.fail("*", status=503, seconds=0.2)
+    with pytest.raises(SlackApiError):
+        await client.auth_test()
+    await fake.wait_for(lambda f: not any(r.matches("auth.test") for r in f._failures), timeout=2)
+    assert (await client.auth_test())["ok"]

@@ -1,7 +1,8 @@
 """Wiring: the Slack Web API client and the Bolt app, built the same way for both transports.
 
 `build_client` gives an `AsyncWebClient` on `SLACK_API_URL` with retry handlers for rate
-limits (several 429s in a row, honouring Retry-After), connection errors and 5xx.
+limits (several 429s in a row, honouring Retry-After), and for connection errors and 5xx over
+`ARCHBOT_SLACK_RETRY_SECONDS` (`bot/slack/retry.py`: posts are never repeated blindly).
 `build_app` hands that client to `AsyncApp`, so Bolt's own calls (auth.test,
 apps.connections.open for Socket Mode) follow the same base URL, and registers every
 listener in one place (`bot/slack/listeners.py`), whichever transport delivers the events.
@@ -13,16 +14,12 @@ import logging
 
 import aiohttp
 from slack_bolt.app.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.slack.deps import Deps
 from bot.slack.listeners import register_listeners
+from bot.slack.retry import ArchbotWebClient, build_retry_handlers
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +30,13 @@ def build_client(
     """The Web API client. Pass a `session` (made inside the running loop) in long-lived processes:
     without one slack_sdk opens a new session, TCP connection and DNS lookup for every call."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(
+    return ArchbotWebClient(
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
         session=session,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=3),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=build_retry_handlers(settings.slack_retry_seconds),
+        retry_window=settings.slack_retry_seconds,
     )
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -44,6 +45,7 @@ from bot.slack.neutralise import (
     stable_markdown_prefix,
 )
 from bot.slack.render import MARKDOWN_BLOCK_LIMIT, build_fallback_text, build_progress_text
+from bot.slack.retry import is_transient, message_metadata, post_exactly_once
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +78,30 @@ async def post_message(
     blocks: list[dict] | None = None,
     thread_ts: str | None = None,
     metrics: Metrics | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Post one message; returns its ts. Raises SlackPostError when Slack refuses for good."""
-    try:
-        resp = await client.chat_postMessage(
+    """Post one message; returns its ts. Raises SlackPostError when Slack refuses for good, or
+    still fails after the retry window. `metadata` (`message_metadata(job_id, part)`) names the
+    message, so an ambiguous failure never posts it twice (`bot/slack/retry.py`)."""
+
+    async def send() -> Any:
+        return await client.chat_postMessage(
             channel=channel,
             text=neutralise_mrkdwn(text),
             blocks=neutralise_blocks(blocks),
             thread_ts=thread_ts,
+            metadata=metadata,
             unfurl_links=False,
             unfurl_media=False,
         )
-    except SlackApiError as exc:
+
+    try:
+        resp = await post_exactly_once(send, client=client, channel=channel, thread_ts=thread_ts, metadata=metadata)
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
         if metrics:
             metrics.slack_errors.labels("chat.postMessage").inc()
-        raise SlackPostError(
-            "chat.postMessage failed", channel=channel, thread_ts=thread_ts, error=_error_code(exc)
-        ) from exc
+        error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+        raise SlackPostError("chat.postMessage failed", channel=channel, thread_ts=thread_ts, error=error) from exc
     return message_ts(resp, "chat.postMessage", channel=channel, thread_ts=thread_ts)
 
 
@@ -115,15 +124,34 @@ async def update_message(
     text: str,
     blocks: list[dict] | None = None,
     metrics: Metrics | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> None:
+    """Edit a message (retried by the client over the retry window: an edit is safe to repeat)."""
     try:
         await client.chat_update(
-            channel=channel, ts=ts, text=neutralise_mrkdwn(text), blocks=neutralise_blocks(blocks or [])
+            channel=channel,
+            ts=ts,
+            text=neutralise_mrkdwn(text),
+            blocks=neutralise_blocks(blocks or []),
+            metadata=metadata,
         )
-    except SlackApiError as exc:
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
         if metrics:
             metrics.slack_errors.labels("chat.update").inc()
-        raise SlackPostError("chat.update failed", channel=channel, thread_ts=ts, error=_error_code(exc)) from exc
+        error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+        raise SlackPostError("chat.update failed", channel=channel, thread_ts=ts, error=error) from exc
+
+
+async def stop_stream(client: AsyncWebClient, *, channel: str, ts: str, metadata: dict[str, Any] | None = None) -> bool:
+    """End a stream left open (a job resumed after a crash mid-stream); False when there was none
+    (`message_not_in_streaming_state`) or Slack refused."""
+    try:
+        await client.chat_stopStream(channel=channel, ts=ts, metadata=metadata)
+        return True
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+        log.info("stopStream refused", extra={"channel": channel, "error": error})
+        return False
 
 
 async def post_ephemeral(
@@ -214,8 +242,10 @@ class ReplyPoster:
         metrics: Metrics | None = None,
         update_interval: float = 1.0,
         append_interval: float = 0.25,
+        job_id: int | None = None,
     ) -> None:
         self.client = client
+        self.job_id = job_id
         self.channel = channel
         self.thread_ts = thread_ts
         self.mode: Literal["stream", "update"] = "update" if mode == "update" or existing_ts else "stream"
@@ -236,6 +266,10 @@ class ReplyPoster:
         self._closed_event = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+
+    def _meta(self, part: int | str = 0) -> dict[str, Any] | None:
+        """Message metadata naming this job's message `part` (None for callers without a job)."""
+        return message_metadata(self.job_id, part) if self.job_id is not None else None
 
     # -- the model side ------------------------------------------------------------------
     async def update(self, full_text: str) -> None:
@@ -295,15 +329,29 @@ class ReplyPoster:
                 kwargs: dict[str, str] = {}
                 if self.recipient_user_id and self.recipient_team_id:
                     kwargs = {"recipient_user_id": self.recipient_user_id, "recipient_team_id": self.recipient_team_id}
-                resp = await self.client.chat_startStream(
-                    channel=self.channel, thread_ts=self.thread_ts, markdown_text=delta, **kwargs
-                )
+                try:
+                    resp = await self.client.chat_startStream(
+                        channel=self.channel, thread_ts=self.thread_ts, markdown_text=delta, **kwargs
+                    )
+                    ts = message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
+                except Exception as exc:
+                    # The stream may exist although Slack answered 5xx or the connection dropped: adopt it
+                    # rather than leave it open beside a second message.
+                    found = await self._find_started_stream(delta) if is_transient(exc) else None
+                    if found is None:
+                        raise
+                    ts = found
                 self._streaming = True
-                await self._first_post(
-                    message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
-                )
+                await self._first_post(ts)
             else:
                 await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Unknown whether the text was appended: show the whole text by editing instead (an edit is idempotent).
+            log.info(
+                "stream write failed, falling back to updates",
+                extra={"channel": self.channel, "error": type(exc).__name__},
+            )
+            return self._fall_back(type(exc).__name__)
         except SlackApiError as exc:
             code = _error_code(exc)
             if self.metrics:
@@ -315,6 +363,27 @@ class ReplyPoster:
             raise
         self._shown = text
         return True
+
+    async def _find_started_stream(self, first_text: str) -> str | None:
+        """After an ambiguous chat.startStream failure: the stream message it may have made (ours, in
+        this thread, still without metadata, showing exactly the text sent), or None."""
+        try:
+            resp = await self.client.conversations_replies(
+                channel=self.channel, ts=self.thread_ts, include_all_metadata=True, limit=200
+            )
+        except Exception:
+            return None
+        for message in reversed(resp.get("messages") or []):
+            if (
+                isinstance(message, dict)
+                and message.get("bot_id")
+                and not message.get("metadata")
+                and message.get("text") == first_text
+                and message.get("ts") != self.thread_ts
+            ):
+                log.info("chat.startStream had gone through; adopting its stream", extra={"channel": self.channel})
+                return str(message["ts"])
+        return None
 
     def _fall_back(self, reason: str) -> bool:
         if not self.allow_fallback:
@@ -337,13 +406,20 @@ class ReplyPoster:
                 blocks=blocks,
                 thread_ts=self.thread_ts,
                 metrics=self.metrics,
+                metadata=self._meta(0),
             )
             await self._first_post(ts)
             return
         if self._streaming:
             await self._stop_stream()
         await update_message(
-            self.client, channel=self.channel, ts=self.ts, text=text, blocks=blocks, metrics=self.metrics
+            self.client,
+            channel=self.channel,
+            ts=self.ts,
+            text=text,
+            blocks=blocks,
+            metrics=self.metrics,
+            metadata=self._meta(0),
         )
 
     async def _first_post(self, ts: str) -> None:
@@ -356,11 +432,16 @@ class ReplyPoster:
         self._streaming = False
         if self.ts is None:
             return False
+        if blocks is None:
+            return await stop_stream(self.client, channel=self.channel, ts=self.ts, metadata=self._meta(0))
         try:
-            await self.client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=neutralise_blocks(blocks))
+            await self.client.chat_stopStream(
+                channel=self.channel, ts=self.ts, blocks=neutralise_blocks(blocks), metadata=self._meta(0)
+            )
             return True
-        except SlackApiError as exc:
-            log.info("stopStream refused", extra={"channel": self.channel, "error": _error_code(exc)})
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.info("stopStream refused", extra={"channel": self.channel, "error": error})
             return False
 
     async def _close_flusher(self) -> None:
@@ -398,13 +479,14 @@ class ReplyPoster:
                     await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
                 self._shown = first_markdown
                 done = await self._stop_stream(blocks=extra_blocks or None)
-            except SlackApiError as exc:
-                log.info("final append refused", extra={"channel": self.channel, "error": _error_code(exc)})
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+                log.info("final append refused", extra={"channel": self.channel, "error": error})
         if not done:
             await self._put(text=first_text, blocks=first_blocks)
         assert self.ts is not None
         out = [self.ts]
-        for text, blocks in parts[1:]:
+        for part, (text, blocks) in enumerate(parts[1:], start=1):
             out.append(
                 await post_message(
                     self.client,
@@ -413,12 +495,14 @@ class ReplyPoster:
                     blocks=blocks,
                     thread_ts=self.thread_ts,
                     metrics=self.metrics,
+                    metadata=self._meta(part),
                 )
             )
         return out
 
     async def fail(self, text: str, blocks: list[dict]) -> str:
-        """Replace whatever was shown with an explicit failure message (or post one)."""
+        """Replace whatever was shown with an explicit failure message; when the partial answer
+        cannot be edited, post the failure after it (a partial answer never stands alone)."""
         await self._close_flusher()
         async with self._lock:
             if self._streaming:
@@ -426,7 +510,13 @@ class ReplyPoster:
             if self.ts is not None:
                 try:
                     await update_message(
-                        self.client, channel=self.channel, ts=self.ts, text=text, blocks=blocks, metrics=self.metrics
+                        self.client,
+                        channel=self.channel,
+                        ts=self.ts,
+                        text=text,
+                        blocks=blocks,
+                        metrics=self.metrics,
+                        metadata=self._meta(0),
                     )
                     return self.ts
                 except SlackPostError:
@@ -440,6 +530,7 @@ class ReplyPoster:
                 blocks=blocks,
                 thread_ts=self.thread_ts,
                 metrics=self.metrics,
+                metadata=self._meta(0 if self.ts is None else "failure"),
             )
             if self.ts is None:
                 await self._first_post(ts)

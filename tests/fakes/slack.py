@@ -74,6 +74,10 @@ Failure scripting
       the next ``times`` calls to ``method`` (``times=None``: until ``clear_failures()``) answer
       HTTP 429 + ``Retry-After`` (default), or HTTP 200 ``{"ok": false, "error": error}`` when only
       ``error`` is given, or the given HTTP status (e.g. 500/503). Rules queue per method.
+    - ``fail(..., after_success=True)``: the call takes effect (the message is posted, edited...) and
+      only then is the failure answered: Slack's 500-after-success, where the caller cannot know.
+      ``fail(..., seconds=S)``: every call for ``S`` seconds fails (``times`` is ignored); ``method="*"``
+      matches every method (an outage).
     - ``respond(method, body, *, times=1)``: the next calls answer exactly ``body`` with HTTP 200 and
       change nothing (e.g. ``{"ok": true}`` without a ``ts``, as a misbehaving proxy would).
     - ``expire_streams(True)``: from now on appendStream/stopStream answer
@@ -303,6 +307,13 @@ class FailureRule:
     remaining: int | None
     extra: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] | None = None  # answer exactly this (see `FakeSlack.respond`)
+    after_success: bool = False  # do the work, then answer the failure (the outcome is unknown to the caller)
+    until: float | None = None  # time.monotonic() after which the rule no longer applies
+
+    def matches(self, method: str) -> bool:
+        if self.until is not None and time.monotonic() >= self.until:
+            return False
+        return self.method in (method, "*") and (self.remaining is None or self.remaining > 0)
 
 
 class _ApiError(Exception):
@@ -762,6 +773,8 @@ class FakeSlack:
         retry_after: int | None = 0,
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        after_success: bool = False,
+        seconds: float | None = None,
     ) -> FailureRule:
         """Make the next ``times`` calls to ``method`` fail (see the module docstring)."""
         if status is None:
@@ -773,8 +786,10 @@ class FakeSlack:
             status=status,
             error=error,
             retry_after=retry_after if status == 429 else None,
-            remaining=times,
+            remaining=None if seconds is not None else times,
             extra=dict(extra or {}),
+            after_success=after_success,
+            until=time.monotonic() + seconds if seconds is not None else None,
         )
         self._failures.append(rule)
         return rule
@@ -803,7 +818,7 @@ class FakeSlack:
 
     def _take_failure(self, method: str) -> FailureRule | None:
         for rule in self._failures:
-            if rule.method == method and (rule.remaining is None or rule.remaining > 0):
+            if rule.matches(method):
                 if rule.remaining is not None:
                     rule.remaining -= 1
                 return rule
@@ -856,6 +871,13 @@ class FakeSlack:
         if rule is not None and rule.body is not None:
             status, body = 200, dict(rule.body)
         elif rule is not None:
+            if rule.after_success:  # Slack did the work; only the answer is lost
+                with contextlib.suppress(_ApiError):
+                    req = _Request(method=method, args=args, token=token)
+                    self._authorize(req)
+                    handler = self._handlers.get(method)
+                    if handler:
+                        handler(req)
             status, body = rule.status, {"ok": False, "error": rule.error, **rule.extra}
             if rule.retry_after is not None:
                 headers["Retry-After"] = str(rule.retry_after)
@@ -941,6 +963,16 @@ class FakeSlack:
             # A bot can't even see a private conversation it isn't in.
             raise _ApiError("not_in_channel" if self.channel_kind(channel) == "public" else "channel_not_found")
 
+    @staticmethod
+    def _check_metadata(metadata: Any) -> None:
+        """Slack's message metadata: ``{"event_type": str, "event_payload": object}``."""
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str):
+            raise _ApiError("invalid_metadata_format")
+        if not isinstance(metadata.get("event_payload"), dict):
+            raise _ApiError("invalid_metadata_schema")
+
     def _check_content(self, text: str, blocks: Any) -> None:
         if len(text) > MAX_TEXT:
             raise _ApiError("msg_too_long")
@@ -949,8 +981,9 @@ class FakeSlack:
             if problems:
                 raise _ApiError("invalid_blocks", errors=problems, response_metadata={"messages": problems})
 
-    def render_message(self, message: StoredMessage) -> dict[str, Any]:
-        """The message as Slack's history/replies APIs return it."""
+    def render_message(self, message: StoredMessage, *, include_metadata: bool = True) -> dict[str, Any]:
+        """The message as Slack's history/replies APIs return it (their ``metadata`` only when the
+        call asked for ``include_all_metadata``, as Slack does)."""
         out: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
         if message.subtype:
             out["subtype"] = message.subtype
@@ -973,7 +1006,7 @@ class FakeSlack:
             out["blocks"] = message.blocks
         if message.attachments is not None:
             out["attachments"] = message.attachments
-        if message.metadata is not None:
+        if message.metadata is not None and include_metadata:
             out["metadata"] = message.metadata
         if message.edited is not None:
             out["edited"] = dict(message.edited)
@@ -1069,6 +1102,7 @@ class FakeSlack:
             raise _ApiError("no_text")
         self._check_postable(channel)
         self._check_content(text, req.get("blocks"))
+        self._check_metadata(req.get("metadata"))
         message = self._bot_message(req, channel, text=text, thread_ts=req.get("thread_ts"))
         rendered = self.render_message(message)
         self._echo(message, rendered)
@@ -1084,6 +1118,7 @@ class FakeSlack:
         self._check_content(text, blocks if blocks else None)
         if not text and not blocks and not message.attachments:
             raise _ApiError("no_text")
+        self._check_metadata(req.get("metadata"))
         previous = self.render_message(message)
         message.text = text
         message.blocks = blocks if blocks != [] else None
@@ -1176,6 +1211,7 @@ class FakeSlack:
         message = self._streaming(req)
         blocks = req.get("blocks")
         self._check_content(message.text, blocks)
+        self._check_metadata(req.get("metadata"))
         self._append_stream_content(message, req)
         if blocks is not None:
             message.blocks = blocks
@@ -1188,6 +1224,7 @@ class FakeSlack:
 
     def _conversations_replies(self, req: _Request) -> dict[str, Any]:
         channel = req.require("channel", "channel_not_found")
+        with_metadata = _truthy(req.get("include_all_metadata"))
         root = self._thread_root(channel, req.require("ts", "thread_not_found"))
         thread = self.thread(channel, root.ts)
         thread = self._time_window(thread, req)
@@ -1201,13 +1238,14 @@ class FakeSlack:
         has_more = start + limit < len(thread)
         next_cursor = _encode_cursor(thread[start + limit].ts) if has_more else ""
         return {
-            "messages": [self.render_message(m) for m in page],
+            "messages": [self.render_message(m, include_metadata=with_metadata) for m in page],
             "has_more": has_more,
             "response_metadata": {"next_cursor": next_cursor},
         }
 
     def _conversations_history(self, req: _Request) -> dict[str, Any]:
         channel = req.require("channel", "channel_not_found")
+        with_metadata = _truthy(req.get("include_all_metadata"))
         top = [m for m in self.messages(channel) if not m.is_reply or m.reply_broadcast]
         top = list(reversed(self._time_window(top, req)))
         limit = _int_arg(req.get("limit"), 100, low=1, high=999)
@@ -1220,7 +1258,7 @@ class FakeSlack:
         has_more = start + limit < len(top)
         next_cursor = _encode_cursor(top[start + limit].ts) if has_more else ""
         return {
-            "messages": [self.render_message(m) for m in page],
+            "messages": [self.render_message(m, include_metadata=with_metadata) for m in page],
             "has_more": has_more,
             "pin_count": 0,
             "response_metadata": {"next_cursor": next_cursor},
