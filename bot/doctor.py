@@ -451,6 +451,19 @@ def check_index(settings: Settings, store: Any) -> list[Check]:
     names = ", ".join(f"{name} {s['documents']}" for name, s in sources.items())
     out = [ok("index", f"{summary['documents']} docs ({names}), {summary['chunks']} passages{when}")]
     try:
+        from bot.retrieval.redact import TOTALS_SQL
+
+        totals = store.query(TOTALS_SQL)[0]
+        out.append(
+            info(
+                "secrets redacted",
+                f"{totals['n_values']} credential values in {totals['n_files']} files replaced by [redacted: …] "
+                "at index time: the model, Slack, search and ask never see them",
+            )
+        )
+    except Exception:  # an index from an older version: nothing to say
+        pass
+    try:
         from bot.retrieval.index import sources_for
 
         configured = sources_for(settings)

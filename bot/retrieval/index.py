@@ -25,6 +25,8 @@ from sqlite_utils import Database
 from bot.config import KNOWLEDGE_DIR, Settings
 from bot.errors import IndexError_
 from bot.retrieval import chunking
+from bot.retrieval.redact import VERSION as REDACTION_VERSION
+from bot.retrieval.redact import redact_secrets, redaction_totals
 from bot.retrieval.schema import migrate
 from bot.retrieval.text import index_text
 from bot.store import connect
@@ -38,7 +40,7 @@ SKIP_REASONS = ("binary", "invalid_utf8", "too_large", "empty", "unreadable", "s
 KNOWLEDGE_SOURCE = "knowledge"
 # Stored with each file's content hash. Bump it when chunking or analysis changes what a file
 # is indexed as: every file then counts as changed on the next run (one transaction, as always).
-ANALYSIS_VERSION = "a2"
+ANALYSIS_VERSION = "a2" + REDACTION_VERSION
 
 
 @dataclass
@@ -52,6 +54,9 @@ class IndexReport:
     chunks: int = 0  # chunks written this run
     total_chunks: int = 0  # chunks in the index afterwards
     seconds: float = 0.0
+    redacted: Counter[str] = field(default_factory=Counter)  # this run: kind -> secret values redacted
+    redacted_values: int = 0  # in the whole index afterwards
+    redacted_files: int = 0
 
     def summary(self) -> str:
         skipped = sum(self.skipped.values())
@@ -59,7 +64,8 @@ class IndexReport:
         return (
             f"indexed {self.indexed} files, {self.unchanged} unchanged, {self.removed} removed, "
             f"{skipped} skipped{f' ({reasons})' if reasons else ''}; "
-            f"{self.chunks} chunks written, {self.total_chunks} in index; {self.seconds:.1f}s"
+            f"{self.chunks} chunks written, {self.total_chunks} in index; "
+            f"{self.redacted_values} secret values redacted in {self.redacted_files} files; {self.seconds:.1f}s"
         )
 
 
@@ -262,7 +268,9 @@ def index_sources(
                     report.unchanged += 1
                     continue
                 fallback = item.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-                doc = chunking.parse(text, fallback_title=fallback)
+                redaction = redact_secrets(text)  # credentials never reach the index (bot/retrieval/redact.py)
+                report.redacted.update(redaction.kinds)
+                doc = chunking.parse(redaction.text, fallback_title=fallback)
                 if not doc.chunks:
                     skipped["empty"] += 1
                     keep.discard(key)
@@ -280,6 +288,7 @@ def index_sources(
         if changed or gone or restamp:
             report.chunks = _write(db, changed, gone + replaced, restamp)
         report.total_chunks = db.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
+        report.redacted_values, report.redacted_files = redaction_totals(db)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started
@@ -291,6 +300,7 @@ def index_sources(
             "removed": report.removed,
             "skipped": report.skipped,
             "chunks": report.chunks,
+            "redacted": dict(report.redacted),
             "seconds": round(report.seconds, 3),
         },
     )

@@ -1,0 +1,563 @@
+"""Secret redaction at index time: credentials in the docs never reach the index.
+
+Team docs hold env templates and examples with real-looking credentials (connection URLs with a
+password, `JWT_SECRET=…`, cloud keys). The indexer passes every file's text through
+`redact_secrets` before chunking, so the stored passages, and everything built on them (the model
+request, Slack, `archbot search`, `archbot ask`), show `[redacted: password]` in place of the value.
+`/arch-review <path>` redacts the same way. The context stays: the variable name, the user and the
+host of a URL, the key's BEGIN/END lines, so an answer can still say *which* setting to look up.
+
+Two layers:
+- our patterns, which keep the context: URLs with a password, `KEY=value` / `key: value` /
+  `"key": "value"` / `--key value` assignments whose name says password/secret/token/key,
+  `Authorization: Bearer …`, markdown table rows naming a secret, private-key blocks, JWTs;
+- the token detectors of `detect-secrets` (Yelp's scanner: AWS, GitHub, GitLab, Slack, Stripe,
+  Twilio, OpenAI, PyPI, npm, SendGrid, Telegram, Discord, Azure, IBM, …), for credentials with a
+  recognisable shape wherever they stand. Its entropy detectors are left out (identifiers and
+  hashes in docs look random too), and so is its IP detector (an address is not a credential).
+
+Kept on purpose (not secrets, and useful in an answer): placeholders (`your-password`,
+`<token>`, `xxxx`, `***`, `changeme` is *not* one: it is a working default), references
+(`${DB_PASSWORD}`, `$TOKEN`, `process.env.X`, `{{ .Values.x }}`), numbers, durations and booleans
+(`token_ttl: 3600`, `max_tokens: 4096`, `expires: 15m`), type names (`password: string`), code
+expressions (`const token = getToken()`), and names that only mention a secret
+(`password_hash_algorithm`, `token_bucket`, `device.connection.lost`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+MARK = "[redacted: {kind}]"
+VERSION = "r1"  # part of the indexer's analysis version: bump when what is redacted changes
+
+
+@dataclass
+class Redaction:
+    text: str
+    kinds: Counter[str] = field(default_factory=Counter)  # kind -> values redacted
+
+    @property
+    def count(self) -> int:
+        return sum(self.kinds.values())
+
+
+# -- what counts as a placeholder, a reference, a non-secret value ---------------------------
+_PLACEHOLDER = re.compile(
+    r"""^(?:
+        <[^<>]*> | \[[^\[\]]*\] | \{[^{}]*\}           # <token>, [password], {secret}
+      | .*(?:x{4,}|X{4,}|\*{3,}|\.{3}|…).*            # xxxx, ****, ..., …
+      | (?i:.*\byour[\s_-]?.*)                         # your-password, your_api_key_here
+      | (?i:.*your[A-Z_].*)                            # yourPassword, YOUR_KEY
+      | (?i:(?:my|some|the|a)[\s_-]?(?:secret|password|token|key).*)
+      | (?i:.*(?:placeholder|redacted|example[_-]?(?:key|secret|token|password)|replace[_-]?me).*)
+      | (?i:(?:secret|password|passwd|pass|pwd|token|key|api[_-]?key|apikey|value|string|none|null|nil|empty))
+      | (?i:(?:test|tbd|todo|-+|_+))
+    )$""",
+    re.VERBOSE,
+)
+_REFERENCE = re.compile(
+    r"""^(?:\$|%[A-Za-z_]|@[A-Za-z_]|\{|`?\$\{|(?:process\.env|os\.environ|os\.getenv|env\.|ENV\[|this\.|self\.|config\.|settings\.|
+    await\b|async\b|new\b|function\b|lambda\b|yield\b|typeof\b|req\.|request\.|ctx\.|context\.|dto\.|user\.|data\.|props\.|import\b|require\b))""",
+    re.VERBOSE,
+)
+_TYPE_NAMES = frozenset(
+    [
+        "string",
+        "str",
+        "number",
+        "int",
+        "integer",
+        "float",
+        "bool",
+        "boolean",
+        "any",
+        "unknown",
+        "object",
+        "bytes",
+        "buffer",
+        "char",
+        "text",
+        "varchar",
+        "uuid",
+        "date",
+        "datetime",
+        "secretstr",
+        "optional",
+        "required",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+        "none",
+        "nil",
+        "undefined",
+    ]
+)
+_NUMBER_OR_DURATION = re.compile(r"^-?\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y|sec|secs|min|mins|hours?|days?|[kmg]b?)?$", re.I)
+_MEMBER = re.compile(r"^[A-Za-z_$][\w$]*(?:\??\.[A-Za-z_$][\w$]*)+$")  # config.jwt.secret
+_IDENTIFIER = re.compile(r"^[a-z_$][\w$]*$")  # token, newPassword (a variable, in code)
+
+
+def _is_placeholder(value: str) -> bool:
+    return bool(_PLACEHOLDER.match(value))
+
+
+def _is_kept(value: str, *, quoted: bool, code: bool) -> bool:
+    """True for values that are not secrets: placeholders, references, numbers, types, expressions."""
+    v = value.strip()
+    if len(v) < 3 or _is_placeholder(v) or _REFERENCE.match(v) or _NUMBER_OR_DURATION.match(v):
+        return True
+    if "(" in v or "${" in v or "$(" in v or "{{" in v:
+        return True
+    if not quoted:
+        if v.lower().rstrip(";,?") in _TYPE_NAMES or _MEMBER.match(v.rstrip(";,")):
+            return True
+        if code and _IDENTIFIER.match(v.rstrip(";,")):
+            return True
+    return False
+
+
+# -- names that say "secret" -----------------------------------------------------------------
+_NAME_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_KEY_QUALIFIERS = frozenset(
+    [
+        "api",
+        "access",
+        "secret",
+        "private",
+        "signing",
+        "sign",
+        "encryption",
+        "encrypt",
+        "master",
+        "app",
+        "client",
+        "auth",
+        "license",
+        "service",
+        "account",
+        "subscription",
+        "webhook",
+        "hmac",
+        "session",
+        "cookie",
+        "jwt",
+        "ssh",
+        "gpg",
+        "pgp",
+        "shared",
+        "consumer",
+        "bot",
+    ]
+)
+_NOT_A_SECRET = frozenset(
+    [
+        "ttl",
+        "expiry",
+        "expires",
+        "expire",
+        "expiration",
+        "expired",
+        "lifetime",
+        "duration",
+        "type",
+        "length",
+        "len",
+        "header",
+        "headers",
+        "name",
+        "names",
+        "url",
+        "uri",
+        "endpoint",
+        "path",
+        "file",
+        "dir",
+        "policy",
+        "algorithm",
+        "alg",
+        "algo",
+        "count",
+        "limit",
+        "size",
+        "timeout",
+        "prefix",
+        "format",
+        "field",
+        "hash",
+        "hashed",
+        "enabled",
+        "enable",
+        "required",
+        "rotation",
+        "interval",
+        "id",
+        "ids",
+        "rounds",
+        "changed",
+        "change",
+        "reset",
+        "strength",
+        "min",
+        "max",
+        "validator",
+        "regex",
+        "pattern",
+        "hint",
+        "label",
+        "placeholder",
+        "strategy",
+        "manager",
+        "guard",
+        "module",
+        "provider",
+        "store",
+        "storage",
+        "cache",
+        "bucket",
+        "usage",
+        "version",
+        "kind",
+        "mode",
+        "schema",
+        "dto",
+        "entity",
+        "repository",
+        "repo",
+        "time",
+        "at",
+        "ms",
+        "seconds",
+        "sec",
+        "minutes",
+        "hours",
+        "days",
+        "encoder",
+        "generator",
+        "status",
+        "error",
+        "errors",
+        "message",
+        "title",
+        "description",
+        "text",
+        "input",
+        "button",
+        "form",
+        "valid",
+        "invalid",
+        "ref",
+        "refs",
+        "salt",
+        "length",
+        "policy",
+        "rule",
+        "rules",
+        "env",
+        "var",
+        "vars",
+        "variable",
+        "source",
+        "location",
+        "mount",
+        "secrets",
+        "tokens",
+        "keys",
+        "count",
+        "audience",
+        "issuer",
+        "scope",
+        "scopes",
+        "method",
+        "methods",
+        "flow",
+        "grant",
+        "service",
+        "endpoint",
+        "refresh",
+    ]
+)
+
+
+_FILE_TYPES = frozenset(
+    ["ts", "tsx", "js", "jsx", "py", "go", "java", "md", "yaml", "yml", "json", "rs", "kt", "sh", "pem"]
+)
+
+
+def secret_kind(name: str) -> str | None:
+    """The kind of secret a variable/field name announces (None: not a secret's name; "key?": a
+    `FOO_KEY` that holds a credential only if its value looks like one)."""
+    bare = name.strip("-\"'`")
+    words = [w.lower() for part in re.split(r"[_.\-\s]+", bare) for w in _NAME_WORDS.findall(part)]
+    if not words or any(w in _NOT_A_SECRET or w in _FILE_TYPES for w in words):
+        return None
+    joined = "".join(words)
+    if any(w in ("password", "passwd", "pwd", "pass", "passphrase", "passcode") for w in words) or joined.endswith(
+        "password"
+    ):
+        return "password"
+    if "secret" in words or joined.endswith("secret"):
+        return "secret"
+    if "token" in words or joined.endswith("token"):
+        return "token"
+    if "credential" in words or "credentials" in words:
+        return "credential"
+    if "apikey" in words or (("key" in words) and any(w in _KEY_QUALIFIERS for w in words)):
+        return "key"
+    if words[-1] == "key" and bare.isupper() and len(words) > 1:  # FOO_KEY=…: a key only if it looks like one
+        return "key?"
+    return None
+
+
+# -- our patterns ----------------------------------------------------------------------------
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(.*?)(-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)",
+    re.DOTALL,
+)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]+):([^\s@/'\"`<>]+)@(?=[\w\[])")
+_AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)([ \t]+)([A-Za-z0-9._~+/=-]{12,})")
+_SECRET_WORD = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+_NAME_CHAR = re.compile(r"[\w.-]")
+_OP = re.compile(r"""(["'`]?)([ \t]*)(:=|=>|==|=|:)([ \t]*)""")
+_UNQUOTED_VALUE = re.compile(r"""[^\s,;'"`|)}\]<>]+""")
+_TABLE_CELL_VALUE = re.compile(r"`([^`\n]+)`")
+_PROSE_AFTER = re.compile(r" +[A-Za-z]")
+_CODE_AFTER = re.compile(r"[ \t]*(?:,|\}|\|\||&&|\?\?|\?)")
+
+
+def _sub_count(pattern: re.Pattern[str], repl: Any, text: str) -> tuple[str, int]:
+    return pattern.subn(repl, text)
+
+
+def _redact_private_keys(text: str, kinds: Counter[str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        body = m.group(2)
+        if len(re.sub(r"[^A-Za-z0-9+/=]", "", body)) < 40:  # "..." or a one-line placeholder
+            return m.group(0)
+        kinds["private key"] += 1
+        return f"{m.group(1)}\n{MARK.format(kind='private key')}\n{m.group(3)}"
+
+    return _PRIVATE_KEY.sub(repl, text)
+
+
+def _redact_jwts(text: str, kinds: Counter[str]) -> str:
+    text, n = _JWT.subn(MARK.format(kind="jwt"), text)
+    kinds["jwt"] += n
+    return text
+
+
+def _redact_url_credentials(text: str, kinds: Counter[str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        password = m.group(3)
+        if _is_kept(password, quoted=True, code=False) or password.lower() in ("pass", "password"):
+            return m.group(0)
+        kinds["password"] += 1
+        return f"{m.group(1)}{m.group(2)}:{MARK.format(kind='password')}@"
+
+    return _URL_CREDENTIALS.sub(repl, text)
+
+
+def _redact_auth_headers(text: str, kinds: Counter[str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        value = m.group(3)
+        if _is_kept(value, quoted=False, code=False) or not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+            return m.group(0)
+        kind = "password" if m.group(1) == "Basic" else "token"
+        kinds[kind] += 1
+        return f"{m.group(1)}{m.group(2)}{MARK.format(kind=kind)}"
+
+    return _AUTH_HEADER.sub(repl, text)
+
+
+def _redact_assignments(text: str, kinds: Counter[str]) -> str:
+    """`NAME=value`, `name: value`, `"name": "value"`, `--name value` where the name says secret."""
+    out: list[str] = []
+    pos = 0
+    n = len(text)
+    for hit in _SECRET_WORD.finditer(text):
+        start, end = hit.start(), hit.end()
+        if start < pos:
+            continue
+        while start > 0 and _NAME_CHAR.match(text[start - 1]):
+            start -= 1
+        while end < n and _NAME_CHAR.match(text[end]):
+            end += 1
+        name = text[start:end]
+        if not name.isascii() or text[max(0, start - 2) : start] == "${":
+            continue  # prose in another script; `${TOKEN:0:8}`
+        kind = secret_kind(name)
+        if kind is None:
+            continue
+        name_quoted = start > 0 and text[start - 1] in "\"'`"
+        op = _OP.match(text, end)
+        flag = name.startswith("--") and op is None and end < n and text[end] == " "
+        if op is None and not flag:
+            continue
+        if op is not None and op.group(3) == "==":
+            continue  # a comparison
+        if op is not None and op.group(1) and not name_quoted:
+            continue  # `token"` ends some other string
+        if op is not None and op.group(3) == ":" and not op.group(4) and not op.group(1):
+            continue  # `api_key:create` names a permission; a yaml mapping needs `: `
+        vstart = end + 1 if flag else op.end()  # type: ignore[union-attr]
+        if vstart >= n or text[vstart] == "\n":
+            continue
+        quote = text[vstart] if text[vstart] in "\"'`" else ""
+        if quote:
+            close = text.find(quote, vstart + 1)
+            if close < 0 or "\n" in text[vstart + 1 : close]:
+                continue
+            vs, ve = vstart + 1, close
+        else:
+            m = _UNQUOTED_VALUE.match(text, vstart)
+            if m is None:
+                continue
+            vs, ve = m.start(), m.end()
+            if ve < n and text[ve] in "([.'\"":
+                continue  # `row['x']`, `getToken()`: an expression
+            if _CODE_AFTER.match(text, ve) or not text[vs:ve].isascii():
+                continue  # `{ password: hashed, … }`, `a || null`: code; a value in another script: prose
+            if re.fullmatch(r"[A-Za-z][a-z]+", name) and _PROSE_AFTER.match(text, ve):
+                continue  # "stuff it into the token: tokens over 4 KB break…": a sentence
+            while ve > vs and text[ve - 1] in ".:":  # a sentence's full stop, a yaml key
+                ve -= 1
+        value = text[vs:ve]
+        operator = "" if op is None else op.group(3)
+        code = name_quoted or (operator in ("=", ":=") and not name.isupper() and not name.startswith("--"))
+        if name_quoted and not quote:
+            continue  # `"token": token` in code
+        if not value or "[redacted" in value or _is_kept(value, quoted=bool(quote), code=code):
+            continue
+        if kind == "key?" and not (len(value) >= 12 and re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+            continue  # CACHE_KEY = 'roles': a constant's name, not a credential
+        kind = kind.rstrip("?")
+        kinds[kind] += 1
+        out.append(text[pos:vs])
+        out.append(MARK.format(kind=kind))
+        pos = ve
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _redact_table_rows(text: str, kinds: Counter[str]) -> str:
+    """`| DB_PASSWORD | the database password | `s3cret` |`: the value cells of a row naming a secret."""
+    if "|" not in text:
+        return text
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith("|"):
+            continue
+        cells = line.strip().strip("|").split("|")
+        if len(cells) < 2:
+            continue
+        kind = secret_kind(cells[0].strip().strip("`*"))
+        if kind is None or not cells[0].strip().strip("`*").replace("_", "").isupper():
+            continue
+        kind = kind.rstrip("?")
+
+        def repl(m: re.Match[str], kind: str = kind) -> str:
+            if _is_kept(m.group(1), quoted=True, code=False) or "[redacted" in m.group(1):
+                return m.group(0)
+            kinds[kind] += 1
+            return f"`{MARK.format(kind=kind)}`"
+
+        head, _, rest = line.partition(cells[0])
+        lines[i] = head + cells[0] + _TABLE_CELL_VALUE.sub(repl, rest)
+    return "\n".join(lines)
+
+
+# -- detect-secrets: credentials with a recognisable shape -------------------------------------
+# Detectors left out: ours cover these with context (basic auth URLs, keywords, JWTs, private
+# keys), entropy ones flag identifiers, and an IP address is not a credential.
+_LEFT_OUT = {
+    "Base64 High Entropy String",
+    "Hex High Entropy String",
+    "Public IP (ipv4)",
+    "Secret Keyword",
+    "Basic Auth Credentials",
+    "JSON Web Token",
+    "Private Key",
+}
+# Slow detectors run only on text that mentions their service (each alone costs ~0.5 s on a large corpus).
+_GATES = {
+    "Cloudant Credentials": ("cloudant",),
+    "IBM Cloud IAM Key": ("ibm",),
+    "IBM COS HMAC Credentials": ("ibm",),
+    "SoftLayer Credentials": ("softlayer",),
+    "Artifactory Credentials": ("artifactory", "akc"),
+    "Mailchimp Access Key": ("-us",),
+    "Slack Token": ("xox", "hooks.slack.com"),
+}
+
+
+@cache
+def _detectors() -> list[tuple[str, Any, tuple[str, ...]]]:
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    out = []
+    for secret_type, cls in sorted(get_mapping_from_secret_type_to_class().items()):
+        if secret_type in _LEFT_OUT:
+            continue
+        out.append((secret_type.lower(), cls(), _GATES.get(secret_type, ())))
+    return out
+
+
+def _redact_detected(text: str, kinds: Counter[str]) -> str:
+    lowered = text.lower()
+    for kind, plugin, gate in _detectors():
+        if gate and not any(g in lowered for g in gate):
+            continue
+        for value in set(plugin.analyze_string(text)):
+            if not isinstance(value, str) or len(value) < 8 or "redacted" in value or _is_placeholder(value):
+                continue
+            n = text.count(value)
+            if n:
+                text = text.replace(value, MARK.format(kind=kind))
+                kinds[kind] += n
+    return text
+
+
+# -- the entry point ---------------------------------------------------------------------------
+def redact_secrets(text: str) -> Redaction:
+    """`text` with every credential replaced by `[redacted: kind]`, and what was replaced (by kind)."""
+    kinds: Counter[str] = Counter()
+    if "PRIVATE KEY" in text:
+        text = _redact_private_keys(text, kinds)
+    if "eyJ" in text:
+        text = _redact_jwts(text, kinds)
+    if "://" in text:
+        text = _redact_url_credentials(text, kinds)
+    text = _redact_auth_headers(text, kinds)
+    text = _redact_assignments(text, kinds)
+    text = _redact_table_rows(text, kinds)
+    text = _redact_detected(text, kinds)
+    return Redaction(text=text, kinds=kinds)
+
+
+def count_marks(text: str) -> int:
+    """How many redaction marks a text holds."""
+    return text.count("[redacted: ")
+
+
+TOTALS_SQL = (
+    "SELECT COALESCE(SUM((LENGTH(text) - LENGTH(REPLACE(text, '[redacted: ', ''))) / 11), 0) AS n_values,"
+    " COUNT(DISTINCT file_id) AS n_files FROM ix_chunks WHERE text LIKE '%[redacted: %'"
+)
+
+
+def redaction_totals(db: Any) -> tuple[int, int]:
+    """(values redacted, files with any) in the stored index, counted from the marks in the passages."""
+    try:
+        values, files = db.execute(TOTALS_SQL).fetchone()
+    except Exception:  # no index yet, or an older schema
+        return 0, 0
+    return int(values or 0), int(files or 0)
