@@ -141,3 +141,11 @@ async def test_assistant_thread_started_event(tmp_path: Path) -> None:
             )
     assert 3 <= len(state) <= 4
     assert all(p["title"] and p["message"] for p in state)
+
+
+def test_suggested_prompts_in_chinese() -> None:
+    from bot.slack.assistant import build_suggested_prompts
+
+    prompts = build_suggested_prompts(["设备接入与心跳设计"], lang="zh")
+    assert prompts[0].title == "讲讲“设备接入与心跳设计”" and "总结我们的文档" in prompts[0].message
+    assert prompts[1].title == "别让慢依赖拖垮我们" and len(prompts) == 4

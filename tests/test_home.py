@@ -191,3 +191,35 @@ async def test_app_home_opened_event_publishes(tmp_path: Path) -> None:
             assert status == 200
             view = await slack.wait_for(lambda f: f.home_views.get("U7"))
     _assert_public_only(view)
+
+
+async def test_home_speaks_the_viewers_language(tmp_path: Path) -> None:
+    from bot.types import Job
+
+    store = Store(tmp_path / "archbot.db")
+    question = "设备事件应该如何送达通知服务？"
+    job_id = store.enqueue(kind="mention", channel="C1PUBLIC", ts="2.1", thread_ts="2.1", user="U7", text=question)
+    assert job_id is not None
+    asker = Job(id=job_id, kind="mention", channel="C1PUBLIC", ts="2.1", thread_ts="2.1", user="U7", text=question)
+    store.record_answer(
+        job=asker,
+        channel="C1PUBLIC",
+        thread_ts="2.1",
+        message_ts="2.11",
+        question=question,
+        answer=Answer(kind="answer", text="…"),
+    )
+    try:
+        async with FakeSlack() as slack:
+            client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+            for user in ("U7", "U8"):  # U7 asked in Chinese; U8 never asked: ARCHBOT_LANGUAGE
+                await publish_home(client, user_id=user, settings=Settings(), store=store, index_info=None)
+            await publish_home(
+                client, user_id="U9", settings=Settings(ARCHBOT_LANGUAGE="zh"), store=store, index_info=None
+            )
+            views = {c.args["user_id"]: _text(c.args["view"]) for c in slack.calls_to("views.publish")}
+    finally:
+        store.close()
+    assert "如何提问" in views["U7"] and "最近的问题" in views["U7"] and "How to ask" not in views["U7"]
+    assert "How to ask" in views["U8"] and "如何提问" not in views["U8"]
+    assert "还没有建立索引" in views["U9"]

@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.i18n import DEFAULT_LANG, Lang, t
 from bot.slack.post import set_assistant_status, set_suggested_prompts
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 MAX_PROMPTS = 4
 DOC_PROMPTS = 2  # at most this many come from doc titles; the rest stay general
 TITLE_CHARS = 60
-THINKING_STATUS = "is reading the docs…"
-SUGGESTED_TITLE = "Ask about your architecture, for example:"
+THINKING_STATUS = t("assistant.thinking")
+SUGGESTED_TITLE = t("assistant.suggested_title")
 # Broad queries that surface a team's design documents, whatever the team calls them.
 SEED_QUERIES = ("architecture overview", "design decision", "service boundaries", "deployment", "架构 设计")
 _JUNK_TITLE = re.compile(
@@ -49,24 +50,14 @@ class Prompt:
         return {"title": self.title, "message": self.message}
 
 
-GENERIC_PROMPTS: tuple[Prompt, ...] = (
-    Prompt(
-        "Protect us from a slow dependency",
-        "How do we keep a slow downstream service from taking ours down?",
-    ),
-    Prompt(
-        "Events or direct calls?",
-        "When should one of our services publish an event instead of calling another service directly?",
-    ),
-    Prompt(
-        "Review a design before I propose it",
-        "I'm about to propose a design change. What should I check it against in our architecture first?",
-    ),
-    Prompt(
-        "Who owns which data?",
-        "Which service owns which data in our system, and how are other services supposed to read it?",
-    ),
-)
+GENERIC_KEYS = ("slow", "events", "review", "data")  # assistant.<key>_title / _message in the catalogue
+
+
+def generic_prompts(lang: Lang = DEFAULT_LANG) -> tuple[Prompt, ...]:
+    return tuple(Prompt(t(f"assistant.{k}_title", lang), t(f"assistant.{k}_message", lang)) for k in GENERIC_KEYS)
+
+
+GENERIC_PROMPTS = generic_prompts()
 
 
 def usable_title(title: str) -> str | None:
@@ -82,7 +73,9 @@ def usable_title(title: str) -> str | None:
     return text
 
 
-def build_suggested_prompts(doc_titles: list[str], *, limit: int = MAX_PROMPTS) -> list[Prompt]:
+def build_suggested_prompts(
+    doc_titles: list[str], *, limit: int = MAX_PROMPTS, lang: Lang = DEFAULT_LANG
+) -> list[Prompt]:
     """Up to `DOC_PROMPTS` prompts about the team's documents, then general ones, `limit` in all."""
     prompts: list[Prompt] = []
     seen: set[str] = set()
@@ -93,14 +86,12 @@ def build_suggested_prompts(doc_titles: list[str], *, limit: int = MAX_PROMPTS) 
         seen.add(title.casefold())
         prompts.append(
             Prompt(
-                title=f"Explain “{title}”",
-                message=f"Summarise what our docs say about “{title}”: the design, why it was chosen, "
-                "the trade-offs, and anything still open.",
+                title=t("assistant.doc_title", lang, title=title), message=t("assistant.doc_message", lang, title=title)
             )
         )
         if len(prompts) >= DOC_PROMPTS:
             break
-    for prompt in GENERIC_PROMPTS:
+    for prompt in generic_prompts(lang):
         if len(prompts) >= limit:
             break
         prompts.append(prompt)
@@ -153,13 +144,13 @@ async def on_assistant_thread_started(
     searcher: Any,
 ) -> list[Prompt]:
     """Offer suggested prompts in a new assistant thread; returns what was offered ([] on failure)."""
-    prompts = build_suggested_prompts(await doc_titles(searcher))
+    prompts = build_suggested_prompts(await doc_titles(searcher), lang=settings.language)
     try:
         await set_suggested_prompts(
             client,
             channel=channel,
             thread_ts=thread_ts,
-            title=SUGGESTED_TITLE,
+            title=t("assistant.suggested_title", settings.language),
             prompts=[p.as_slack() for p in prompts],
         )
     except SlackApiError as exc:

@@ -15,6 +15,9 @@ doubt (an error, an unknown channel) drops the question: the list fails closed.
 "chunks": int}`) or `bot.stats.index_summary()` (`{"documents", "chunks", "indexed_at",
 "sources": [{"source", "documents", "chunks", "indexed_at"}, ...]}`); missing keys are fine,
 `files`/`docs` count as `documents` and `name` as `source`. None: not indexed.
+
+Language: the tab speaks the language of the viewer's own recent questions, else `ARCHBOT_LANGUAGE`;
+every string comes from the catalogue (`bot.i18n`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.i18n import DEFAULT_LANG, Lang, detect_language, t
 from bot.slack.neutralise import mention_channel, mention_user, slack_date
 from bot.slack.post import publish_view
 from bot.slack.render import escape_mrkdwn
-from bot.stats import format_age
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,16 +63,26 @@ class HomeFigures:
     days: int = FEEDBACK_DAYS
 
 
-def _slack_date(ts: float | None, fallback: str = "unknown") -> str:
+def _slack_date(ts: float | None, fallback: str | None = None, lang: Lang = DEFAULT_LANG) -> str:
     """A date Slack shows in each viewer's own timezone."""
     if not ts:
-        return fallback
+        return fallback if fallback is not None else t("age.unknown", lang)
     iso = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
     return slack_date(int(ts), "{date_short_pretty} {time}", iso)
 
 
-def _age(ts: float | None, now: float) -> str:
-    return format_age(now - ts) if ts else "never"
+def _age(ts: float | None, now: float, lang: Lang = DEFAULT_LANG) -> str:
+    """How long ago, for people ("12 min ago", "12 分钟前")."""
+    if not ts:
+        return t("age.never", lang)
+    seconds = max(0.0, now - ts)
+    if seconds < 90:
+        return t("age.just_now", lang)
+    if seconds < 5400:
+        return t("age.minutes", lang, n=round(seconds / 60))
+    if seconds < 36 * 3600:
+        return t("age.hours", lang, n=round(seconds / 3600))
+    return t("age.days", lang, n=round(seconds / 86400))
 
 
 def _int(info: dict[str, Any], *names: str) -> int | None:
@@ -99,10 +112,10 @@ def _header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
 
 
-def build_sources_text(index_info: dict[str, Any] | None, *, now: float) -> str:
+def build_sources_text(index_info: dict[str, Any] | None, *, now: float, lang: Lang = DEFAULT_LANG) -> str:
     """The "what I have read" lines (mrkdwn)."""
     if not index_info:
-        return "Nothing indexed yet. Whoever runs archbot can build the index with `archbot index`."
+        return t("home.nothing_indexed", lang)
     lines = []
     raw = index_info.get("sources") or []
     if isinstance(raw, dict):  # {name: {...}}, as `Searcher.info()` reports it
@@ -112,23 +125,27 @@ def build_sources_text(index_info: dict[str, Any] | None, *, now: float) -> str:
         name = str(source.get("source") or source.get("name") or "docs")
         docs = _int(source, "documents", "files", "docs")
         chunks = _int(source, "chunks", "passages")
-        parts = [f"{docs} docs" if docs is not None else None, f"{chunks} passages" if chunks is not None else None]
+        parts = [
+            t("home.docs", lang, n=docs) if docs is not None else None,
+            t("home.passages", lang, n=chunks) if chunks is not None else None,
+        ]
         figures = ", ".join(p for p in parts if p)
         indexed_at = source.get("indexed_at")
-        when = f"updated {_age(indexed_at, now)}" if indexed_at else ""
+        when = t("home.updated", lang, age=_age(indexed_at, now, lang)) if indexed_at else ""
         detail = " · ".join(p for p in (figures, when) if p)
         lines.append(f"• *{escape_mrkdwn(name)}*" + (f" — {detail}" if detail else ""))
     if len(sources) > MAX_SOURCES:
-        lines.append(f"• … and {len(sources) - MAX_SOURCES} more")
+        lines.append(t("home.more", lang, n=len(sources) - MAX_SOURCES))
     if not lines:
         docs = _int(index_info, "documents", "files", "docs")
         chunks = _int(index_info, "chunks", "passages")
         if not docs and not chunks:
-            return "The index is empty. Whoever runs archbot can build it with `archbot index`."
-        lines.append(f"• {docs or 0} docs, {chunks or 0} passages")
+            return t("home.index_empty", lang)
+        lines.append(t("home.totals", lang, docs=docs or 0, chunks=chunks or 0))
     indexed_at = index_info.get("indexed_at")
     if indexed_at:
-        lines.append(f"Last indexed {_slack_date(indexed_at)} ({_age(indexed_at, now)}).")
+        date = _slack_date(indexed_at, lang=lang)
+        lines.append(t("home.last_indexed", lang, date=date, age=_age(indexed_at, now, lang)))
     return "\n".join(lines)
 
 
@@ -140,55 +157,44 @@ def build_home_view(
     figures: HomeFigures,
     bot_user_id: str | None = None,
     now: float | None = None,
+    lang: Lang = DEFAULT_LANG,
 ) -> dict[str, Any]:
     """The App Home `home` view. Pure: every input is a value."""
     now = time.time() if now is None else now
     me = mention_user(bot_user_id) if bot_user_id else "@archbot"
     blocks: list[dict[str, Any]] = [
-        _header("archbot: architecture questions, answered from your docs"),
-        _section(
-            "I answer software-architecture questions for this team, grounded in the team's own docs "
-            "and a curated pattern library. Every answer cites the passages it relies on, so you can check "
-            "them, and says plainly when the docs don't cover something."
-        ),
-        _section(
-            "*How to ask*\n"
-            f"• Mention {me} in any channel I'm in, ideally in the thread where the discussion is: "
-            "I read the thread first.\n"
-            "• Send me a direct message (the *Messages* tab above).\n"
-            "• `/arch-review` followed by a proposal (or nothing, for a form) asks for a structured review.\n"
-            "• Follow-ups in a thread I've answered don't need another mention."
-        ),
-        _context(
-            "Answers mention where sources disagree and what is missing. "
-            "Use 👍 / 👎 under an answer to tell the team running me how it did."
-        ),
+        _header(t("home.title", lang)),
+        _section(t("home.intro", lang)),
+        _section(t("home.how", lang, me=me)),
+        _context(t("home.note", lang)),
         {"type": "divider"},
-        _header("What I've read"),
-        _section(build_sources_text(index_info, now=now)),
+        _header(t("home.read", lang)),
+        _section(build_sources_text(index_info, now=now, lang=lang)),
     ]
     if not settings.has_model:
-        blocks.append(
-            _context(
-                "No model key is configured, so answers are retrieval-only: the most relevant passages, "
-                "without a written answer."
-            )
-        )
-    blocks += [{"type": "divider"}, _header("Recent questions")]
+        blocks.append(_context(t("home.no_model", lang)))
+    blocks += [{"type": "divider"}, _header(t("home.recent", lang))]
     if recent:
         for item in recent[:RECENT_LIMIT]:
-            question = escape_mrkdwn(_clean_question(item.question)) or "(no text)"
+            question = escape_mrkdwn(_clean_question(item.question)) or t("home.no_text", lang)
             blocks.append(_section(f"> {question}"))
-            blocks.append(_context(f"{mention_channel(item.channel)} · {_slack_date(item.asked_at)}"))
+            blocks.append(_context(f"{mention_channel(item.channel)} · {_slack_date(item.asked_at, lang=lang)}"))
     else:
-        blocks.append(_context("No questions from public channels yet."))
-    blocks += [{"type": "divider"}, _header("How it's going")]
+        blocks.append(_context(t("home.no_recent", lang)))
+    blocks += [{"type": "divider"}, _header(t("home.going", lang))]
     rated = figures.up + figures.down
-    share = f" ({round(100 * figures.up / rated)}% helpful)" if rated else ""
+    share = t("home.share", lang, percent=round(100 * figures.up / rated)) if rated else ""
     blocks.append(
         _section(
-            f"*{figures.answers}* answers in the last {figures.days} days · "
-            f"👍 *{figures.up}* · 👎 *{figures.down}*{share}"
+            t(
+                "home.figures",
+                lang,
+                answers=figures.answers,
+                days=figures.days,
+                up=figures.up,
+                down=figures.down,
+                share=share,
+            )
         )
     )
     return {"type": "home", "blocks": blocks}
@@ -205,6 +211,16 @@ def load_figures(store: Store, *, now: float, days: int = FEEDBACK_DAYS) -> Home
         for r in store.query("SELECT value, COUNT(*) AS n FROM feedback WHERE created_at >= ? GROUP BY value", (since,))
     }
     return HomeFigures(answers=answers, up=votes.get("up", 0), down=votes.get("down", 0), days=days)
+
+
+def load_user_language(store: Store, user_id: str, default: Lang = DEFAULT_LANG) -> Lang:
+    """The language of the user's own latest questions (newest first), else `default`."""
+    rows = store.query(
+        "SELECT question FROM answers WHERE user = ? AND COALESCE(question, '') != '' ORDER BY created_at DESC LIMIT 3",
+        (user_id,),
+    )
+    questions = [str(r["question"]) for r in rows]
+    return detect_language(*questions, default=default) if questions else default
 
 
 def load_recent_candidates(store: Store, *, limit: int = RECENT_LIMIT * 4) -> list[RecentQuestion]:
@@ -259,5 +275,6 @@ async def publish_home(
         figures=await asyncio.to_thread(load_figures, store, now=now),
         bot_user_id=bot_user_id,
         now=now,
+        lang=await asyncio.to_thread(load_user_language, store, user_id, settings.language),
     )
     await publish_view(client, user_id=user_id, view=view)
