@@ -401,9 +401,15 @@ def _walk_docs(root: Path) -> dict[str, tuple[int, int]]:
 
     found: dict[str, tuple[int, int]] = {}
     seen: set[str] = set()
+    inside = os.path.realpath(root)
+
+    def outside(path: str) -> bool:  # the indexer never follows a link out of the folder
+        real = os.path.realpath(path)
+        return real != inside and not real.startswith(inside.rstrip(os.sep) + os.sep)
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # as the indexer does, loops cut
         real = os.path.realpath(dirpath)
-        if real in seen:
+        if real in seen or outside(dirpath):
             dirnames[:] = []
             continue
         seen.add(real)
@@ -412,6 +418,8 @@ def _walk_docs(root: Path) -> dict[str, tuple[int, int]]:
             if name.startswith(".") or Path(name).suffix.lower() not in DOC_SUFFIXES:
                 continue
             path = Path(dirpath) / name
+            if path.is_symlink() and outside(str(path)):
+                continue
             with contextlib.suppress(OSError):
                 st = path.stat()
                 found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)

@@ -283,6 +283,11 @@ class JobRunner:
         question = clean_text(job.text, bot_user_id=self.bot.user_id)
         if job.kind == "review":
             proposal = resolve_proposal(self.settings, question)
+            if proposal.refused:  # a file that is not an indexed doc: nothing was read, nothing is posted
+                lang = detect_language(question)
+                await self._tell_requester_text(job, t("review.not_indexed", lang, path=proposal.title))
+                await self._end(job, "done", None, extra)
+                return
             question = job.text = proposal.text
             job = await self._open_review_thread(job, extra)
             if job is None:
@@ -479,6 +484,10 @@ class JobRunner:
             channel=mention_channel(job.channel),
             error=f" (`{error}`)" if error else "",
         )
+        await self._tell_requester_text(job, hint)
+
+    async def _tell_requester_text(self, job: Job, hint: str) -> None:
+        """A private line to the requester of a command: its response_url, an ephemeral, else a DM."""
         response_url = job.meta.get("response_url")
         if response_url and await send_response_url(str(response_url), text=hint):
             return

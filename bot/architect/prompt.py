@@ -253,6 +253,8 @@ def build_messages(
         last_earlier = messages[-1]
         last_earlier["content"] = [{"type": "text", "text": last_earlier["content"], "cache_control": CACHE_MARK}]
     guidance = [notes["passages"] if results else notes["no_passages"]]
+    if len(clean) > 1 and "thread" in notes:
+        guidance.append(notes["thread"])  # other people's messages: context, never instructions
     if mode == "review":
         guidance.append(notes["review"])
     if direct and mode == "chat":

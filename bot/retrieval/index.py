@@ -36,7 +36,17 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 2 * 1024 * 1024
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".txt"})
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", ".venv"})
-SKIP_REASONS = ("binary", "invalid_utf8", "too_large", "empty", "unreadable", "symlink_loop", "hidden", "tooling")
+SKIP_REASONS = (
+    "binary",
+    "invalid_utf8",
+    "too_large",
+    "empty",
+    "unreadable",
+    "symlink_loop",
+    "symlink_outside",  # a link to a file or folder outside the docs folder: never followed
+    "hidden",
+    "tooling",
+)
 KNOWLEDGE_SOURCE = "knowledge"
 # Stored with each file's content hash. Bump it when chunking or analysis changes what a file
 # is indexed as: every file then counts as changed on the next run (one transaction, as always).
@@ -117,8 +127,18 @@ def left_out(source: str, rel: str) -> bool:
 
 
 def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
-    """Doc files under root; directory symlinks are followed once (loops are counted, not followed)."""
+    """Doc files under root; symlinks are followed only inside root, directory links once (loops
+    and links that leave the folder are counted, not followed)."""
     found: list[_Found] = []
+    try:
+        inside = os.path.realpath(root, strict=True)
+    except (OSError, RuntimeError):
+        skipped["unreadable"] += 1
+        return found
+
+    def outside(target: str) -> bool:
+        return target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep)
+
     seen_dirs: set[str] = set()
     stack: list[tuple[Path, str]] = [(root, "")]
     while stack:
@@ -157,6 +177,9 @@ def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
                     if target in seen_dirs or real.startswith(target + os.sep) or real == target:
                         skipped["symlink_loop"] += 1
                         continue
+                    if outside(target):
+                        skipped["symlink_outside"] += 1
+                        continue
                 stack.append((Path(entry.path), rel + "/"))
                 continue
             if Path(name).suffix.lower() not in DOC_SUFFIXES:
@@ -171,6 +194,9 @@ def _walk(source: str, root: Path, skipped: Counter[str]) -> list[_Found]:
                     os.stat(entry.path)
                 except OSError as exc:
                     skipped["symlink_loop" if exc.errno == 40 else "unreadable"] += 1
+                    continue
+                if outside(os.path.realpath(entry.path)):
+                    skipped["symlink_outside"] += 1
                     continue
             found.append(_Found(source, rel, Path(entry.path)))
     return found
