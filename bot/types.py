@@ -117,4 +117,5 @@ class Answer:
     disagreements: list[Disagreement] = field(default_factory=list)  # `conflicts`, with each side's path
     truncated: bool = False  # stopped at the length limit (max_tokens)
     model: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)  # both model requests (answer and record)
+    record_usage: Usage = field(default_factory=Usage)  # the record request's share of `usage`

@@ -127,11 +127,41 @@ async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthr
     assert record_request["tool_choice"] == {"type": "auto"}  # never forced: current models refuse that
     assert not record_request.get("stream")
     assistant, ask = record_request["messages"][-2:]
-    assert assistant["role"] == "assistant"
-    assert assistant["content"][0]["type"] == "thinking"  # passed back unchanged
-    assert all_text(assistant["content"]) == body.strip() or body.strip() in all_text(assistant["content"])
-    assert ask == {"role": "user", "content": architect.prompts.notes["record"]}
+    assert assistant == {"role": "assistant", "content": answer.text}  # the reply as shown, [n] markers and all
+    assert ask["role"] == "user" and ask["content"].startswith(architect.prompts.notes["record"])
     assert record_request["system"] == answer_request["system"] and record_request["tools"] == answer_request["tools"]
+
+
+async def test_the_record_request_lists_the_passages_instead_of_resending_them(
+    fake: FakeAnthropic, settings: Settings
+) -> None:
+    question = "How should device events reach notifications?"
+    texts = []
+    for record_context in ("full", "compact"):
+        fake.reset()
+        fake.script(
+            Scripted(text=[Segment("Device events use the topic exchange.", [Cite(search_result_index=0)])]),
+            Scripted(tool_use=record(sources=["backend/device-service/README.md"])),
+        )
+        async with Architect(settings, backoff=0.01, record_context=record_context) as arch:  # type: ignore[arg-type]
+            answer = await arch.respond(turns=user(question), hits=HITS)
+        record_request = fake.message_requests[-1].body
+        texts.append(json.dumps(record_request["messages"], ensure_ascii=False))
+        assert answer.record_usage.input_tokens > 0
+        assert answer.usage.input_tokens > answer.record_usage.input_tokens  # usage covers both requests
+        if record_context == "compact":
+            assert not search_results(record_request)  # the passages are named, not re-sent
+            sent = all_text(record_request["messages"][0]["content"])
+            assert "`backend/device-service/README.md` — Device service > Events" in sent
+            assert "`knowledge/patterns/transactional-outbox.md`" in sent and question in sent
+            assert "[1] `backend/device-service/README.md`" in record_request["messages"][-1]["content"]
+            assert [c.path for c in answer.citations] == ["backend/device-service/README.md"]
+            compact_tokens = answer.record_usage.input_tokens
+        else:
+            assert search_results(record_request)
+            full_tokens = answer.record_usage.input_tokens
+    assert HITS[1].text not in texts[1] and HITS[1].text in texts[0]
+    assert compact_tokens < full_tokens
 
 
 @pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5"])
@@ -669,8 +699,9 @@ async def test_conflicting_docs_from_the_real_index(fake: FakeAnthropic, tmp_pat
         )
 
     def record_conflict(body: dict[str, Any]) -> Scripted:
-        sources = [r["source"] for r in search_results(body) if "ADB" in r["content"][0]["text"]]
-        return Scripted(tool_use=record(conflicts=[{"summary": "ADB port range", "sources": sources[:2]}]))
+        listed = all_text(body["messages"][0]["content"])  # the record request names the passages
+        sources = [s for s in ("deploy/ports.md", "ops/network.md") if f"`{s}`" in listed]
+        return Scripted(tool_use=record(conflicts=[{"summary": "ADB port range", "sources": sources}]))
 
     fake.script(cite_both, record_conflict)
     async with Architect(settings, backoff=0.01) as arch:

@@ -97,7 +97,7 @@ async def test_followup_without_mention_uses_the_whole_thread(tmp_path: Path, sl
         payload = event_callback(message_event(reply.text, channel="C1", user="U2", ts=reply.ts, thread_ts=parent.ts))
         assert (await post_event(url(bot), slack.signing_secret, payload))[0] == 200
         await wait_answers(slack, "C1", parent.ts, n=2)
-        sent = model.message_requests[-1].body
+        sent = [r.body for r in model.message_requests if r.body and r.body.get("stream")][-1]  # the answer request
         roles = [m["role"] for m in sent["messages"]]
         assert roles[0] == "user" and "assistant" in roles and roles[-1] == "user"
         text = user_texts(sent)

@@ -4,9 +4,12 @@ Two requests per answer, sharing one cached prefix (tools + system + team profil
 
 1. The answer, streamed: `tool_choice: none`, passages as `search_result` blocks with citations
    on. The visible text and its citations come from this request alone.
-2. The record: the same conversation plus that answer, and a note asking for `record_reply`
-   (`tool_choice: auto`). Its input, validated by the pydantic `Reply`, carries the typed facts
-   (kind, questions, assumptions, sources, conflicts, gaps, decision, topic, confidence).
+2. The record: a short conversation (the question, the passages listed by source and title,
+   the answer with its `[n]` markers, and a note asking for `record_reply`; `tool_choice: auto`).
+   Its input, validated by the pydantic `Reply`, carries the typed facts (kind, questions,
+   assumptions, sources, conflicts, gaps, decision, topic, confidence). The passages are not sent
+   again: `tool_choice` differs from the answer's, which makes the answer's message cache
+   unreadable, so re-sending them cost their full price twice (measured in bench/cache_share.py).
 
 Why not one request: citations cannot be combined with structured outputs; and current models
 (the Claude 5.5 generation) reject a forced `tool_choice` and return the text written *before*
@@ -53,6 +56,7 @@ from bot.architect.prompt import (
     PASSAGES_MAX_TOTAL_CHARS,
     Prompts,
     build_messages,
+    build_record_messages,
     build_search_results,
     build_system,
     build_tools,
@@ -83,6 +87,7 @@ class Architect:
         client: AsyncAnthropic | None = None,
         prompts_dir: Path = PROMPTS_DIR,
         backoff: float = 0.5,
+        record_context: Literal["compact", "full"] = "compact",
     ) -> None:
         self.settings = settings
         self.client = client if client is not None else build_anthropic_client(settings)
@@ -90,6 +95,10 @@ class Architect:
         self.system = build_system(self.prompts)
         self.tools = build_tools(self.prompts)
         self.backoff = backoff
+        # "compact": the record request carries the reply, the question and the passages' names
+        # (see build_record_messages); "full" re-sends the answer request with its passages
+        # (how it was done before; bench/cache_share.py measures both in one run).
+        self.record_context = record_context
         self._redact = Redactor(settings.secrets())
 
     async def close(self) -> None:
@@ -130,7 +139,8 @@ class Architect:
         usage = Usage()
         started = time.monotonic()
         message = await self._stream(params, on_text, usage, sent)
-        text = CitedText.from_message(message, sent).text.strip()
+        cited = CitedText.from_message(message, sent)
+        text = cited.text.strip()
         if message.stop_reason == "max_tokens":
             log.warning("answer cut at ARCHBOT_MAX_TOKENS", extra={"max_tokens": self.settings.max_tokens})
         if not text:
@@ -139,12 +149,24 @@ class Architect:
                 status=None,
                 retryable=message.stop_reason != "refusal",
             )
-        reply = await self._record(params, message, usage)
+        record_usage = Usage()
+        if self.record_context == "compact":
+            record_messages = build_record_messages(turns, text, cited.citations, sent, self.prompts.notes)
+        else:  # the whole answer request again, passages included (the earlier way; a benchmark baseline)
+            record_messages = [
+                *without_cache_marks(params["messages"]),
+                {"role": "assistant", "content": assistant_blocks(message, with_tools=False)},
+                {"role": "user", "content": self.prompts.notes["record"]},
+            ]
+        reply = await self._record(params, record_messages, record_usage)
+        _add_usage(usage, record_usage)
         answer = assemble_answer(text=text, reply=reply, message=message, sent=sent, mode=mode)
         answer.model = message.model
         answer.truncated = message.stop_reason == "max_tokens"
         usage.cost_usd = cost_usd(message.model, usage)
+        record_usage.cost_usd = cost_usd(message.model, record_usage)
         answer.usage = usage
+        answer.record_usage = record_usage
         log.info(
             "answer ready",
             extra={
@@ -217,14 +239,13 @@ class Architect:
         return ModelError(message, status=status, retryable=_worth_retrying_later(exc))
 
     # -- the record: typed facts about the answer, asked for after it ------------------------
-    async def _record(self, params: dict[str, Any], answer: Any, usage: Usage) -> Reply | None:
-        """The validated `Reply` for the answer just streamed, asking at most twice; None if it fails."""
+    async def _record(self, params: dict[str, Any], messages: list[dict[str, Any]], usage: Usage) -> Reply | None:
+        """The validated `Reply` for the answer just streamed, asking at most twice; None if it fails.
+
+        `params` gives the model, tools and system (the cached prefix); `messages` the record's
+        own short conversation (`build_record_messages`).
+        """
         notes = self.prompts.notes
-        messages = [
-            *without_cache_marks(params["messages"]),  # tool_choice differs: its message cache would go unread
-            {"role": "assistant", "content": assistant_blocks(answer, with_tools=False)},
-            {"role": "user", "content": notes["record"]},
-        ]
         problem = ""
         reply: Reply | None = None
         for attempt in (1, 2):

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from bot.architect.reply import TOOL_NAME, tool_schema
 from bot.errors import ConfigError
-from bot.types import Hit, Turn
+from bot.types import Citation, Hit, Turn
 
 Mode = Literal["chat", "review"]
 CACHE_MARK = {"type": "ephemeral"}
@@ -43,6 +43,7 @@ NOTE_NAMES = (
     "language_zh",
     "review",
     "record",
+    "record_sources",
     "repair_invalid",
     "repair_missing",
 )
@@ -268,3 +269,36 @@ def build_messages(
     last.append({"type": "text", "text": clean[-1].text})
     messages.append({"role": "user", "content": last})
     return messages
+
+
+# -- the record request -------------------------------------------------------------------
+def build_record_messages(
+    turns: Sequence[Turn],
+    answer_text: str,
+    citations: Sequence[Citation],
+    sent: Sequence[Hit],
+    notes: dict[str, str],
+) -> list[dict[str, Any]]:
+    """The short conversation in which the model records the reply it just wrote.
+
+    The record describes the reply, so it gets the reply (with its `[n]` markers), the question,
+    and the list of passages by `source` and title, not the passages again: they changed with the
+    question and the answer request's message cache cannot be read here (its `tool_choice`
+    differs), so re-sending them would cost their full price a second time. The prefix (tools and
+    system) is the same as the answer's and is read from the cache.
+    """
+    question = clean_turns(turns)[-1].text
+    listed = "\n".join(f"- `{hit.ref}` — {passage_title(hit)}" for hit in sent) or "- (none)"
+    legend = "; ".join(f"[{c.number}] `{c.url or c.path}`" for c in citations if c.number)
+    record_note = notes["record"] + (f"\n\nThe markers in your reply: {legend}." if legend else "")
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": f"{notes['record_sources']}\n{listed}"},
+                {"type": "text", "text": question},
+            ],
+        },
+        {"role": "assistant", "content": answer_text},
+        {"role": "user", "content": record_note},
+    ]
