@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -77,7 +78,23 @@ class Settings(BaseSettings):
     )
     model: str = Field(DEFAULT_MODEL, validation_alias=_alias("ARCHBOT_MODEL"), description="Claude model id.")
     db_path: Path = Field(
-        Path("./archbot.db"), validation_alias=_alias("ARCHBOT_DB"), description="SQLite database file."
+        Path("./archbot.db"),
+        validation_alias=_alias("ARCHBOT_DB"),
+        description="SQLite database file (with ARCHBOT_DATABASE_URL: only the local retrieval index).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("ARCHBOT_DATABASE_URL"),
+        description="`postgresql://user:password@host/db`: jobs, threads, answers, feedback and digests in"
+        " PostgreSQL, shared by several replicas. Unset: the SQLite file at ARCHBOT_DB.",
+    )
+    heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        validation_alias=_alias("ARCHBOT_HEARTBEAT_SECONDS"),
+        description="How often a running bot records that it is alive; another replica resumes its jobs"
+        " after three missed beats.",
     )
     docs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -218,6 +235,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
     @field_validator("tz")
     @classmethod
     def _check_tz(cls, value: str) -> str:
@@ -274,10 +300,14 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value set, for the log redactor."""
         out = []
-        for name in ("slack_bot_token", "slack_app_token", "slack_signing_secret", "anthropic_api_key"):
+        for name in ("slack_bot_token", "slack_app_token", "slack_signing_secret", "anthropic_api_key", "database_url"):
             value = getattr(self, name)
             if value is not None and value.get_secret_value():
                 out.append(value.get_secret_value())
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                out.append(password)
         return out
 
     def require_for_run(self) -> None:

@@ -372,10 +372,59 @@ async def check_socket_mode(settings: Settings, redact: Redactor) -> list[Check]
 
 
 # -- database and index ------------------------------------------------------------------
+def check_postgres(settings: Settings, redact: Redactor) -> tuple[list[Check], Any]:
+    """ARCHBOT_DATABASE_URL: reachable, migrated, writable. (lines, an open PgStore or None)."""
+    from bot.store_pg import PgStore
+
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
+    try:
+        store = PgStore(url, pool_size=2, migrate=False)
+    except Exception as exc:
+        return [
+            fail(
+                "database",
+                redact(f"PostgreSQL at ARCHBOT_DATABASE_URL unreachable: {type(exc).__name__}: {exc}"),
+                "check host, port, user, password and database name in ARCHBOT_DATABASE_URL, and that the"
+                " server accepts connections from here.",
+            )
+        ], None
+    pending = store.pending_migrations()
+    if pending:
+        store.close()
+        return [
+            fail(
+                "database",
+                f"PostgreSQL reachable but not migrated (pending: {', '.join(map(str, pending))})",
+                "start `archbot run` once: it applies the migrations (replicas wait for each other).",
+            )
+        ], None
+    try:
+        store.check_writable()
+    except Exception as exc:
+        store.close()
+        return [
+            fail(
+                "database",
+                redact(f"PostgreSQL reachable and migrated but refuses writes: {type(exc).__name__}"),
+                "connect to the primary (not a read replica) as a user that may write archbot's tables.",
+            )
+        ], None
+    counts = store.job_counts()
+    queued = counts.get("queued", 0) + counts.get("running", 0)
+    where = redact(url.split("@")[-1])
+    detail = f"PostgreSQL {where}: reachable, migrated, writable; {sum(counts.values())} jobs"
+    if queued:
+        detail += f" ({queued} queued or running)"
+    return [ok("database", detail)], store
+
+
 def check_database(settings: Settings, redact: Redactor) -> tuple[list[Check], Any]:
     """(lines, an open Store or None)."""
     from bot.store import Store
 
+    if settings.database_url is not None:
+        return check_postgres(settings, redact)
     try:
         store = Store(settings.db_path)
         store.ping()
@@ -607,11 +656,21 @@ async def gather_checks(settings: Settings) -> list[Check]:
     checks = check_settings(settings)
     slack, socket, model = await _remote_checks(settings, redact)
     db_checks, store = check_database(settings, redact)
+    index_store = store
+    if settings.database_url is not None:  # the retrieval index stays a local SQLite file
+        from bot.store import Store
+
+        try:
+            index_store = Store(settings.db_path)
+        except Exception:
+            index_store = None
     try:
-        checks += slack + socket + db_checks + check_index(settings, store) + model + check_digest(settings, store)
+        checks += (
+            slack + socket + db_checks + check_index(settings, index_store) + model + check_digest(settings, store)
+        )
     finally:
-        if store is not None:
-            store.close()
+        for opened in {id(s): s for s in (store, index_store) if s is not None}.values():
+            opened.close()
     return checks
 
 

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.errors import ModelError, SlackPostError
+from bot.errors import ModelError, SlackPostError, StoreUnavailable
 from bot.i18n import Lang, detect_language, t, turns_language
 from bot.metrics import Metrics
 from bot.proposals import resolve_proposal
@@ -57,7 +58,7 @@ from bot.slack.post import (
     update_message,
 )
 from bot.slack.retry import message_metadata
-from bot.store import MAX_ATTEMPTS
+from bot.store import MAX_ATTEMPTS, Store
 from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
 
@@ -87,6 +88,38 @@ class WorkSignal:
             return True
         except TimeoutError:
             return False
+
+
+class Heartbeat:
+    """This process's heartbeat, from its own thread and database connection: a busy event loop or
+    a long queue of store calls never makes a live replica look dead to the others."""
+
+    def __init__(self, store: Store, *, owner: str, interval: float) -> None:
+        self.store = store
+        self.owner = owner
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="archbot-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.beat(self.owner)
+                failing = False
+            except Exception as exc:  # say it once per spell; the next beat tries again
+                if not failing:
+                    log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+                failing = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.store.close()
 
 
 class Searcher(Protocol):
@@ -164,6 +197,8 @@ class JobRunner:
         self.running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._replica: asyncio.Task[None] | None = None
+        self._heart: Heartbeat | None = None
 
     @property
     def alive(self) -> bool:
@@ -173,13 +208,42 @@ class JobRunner:
         if self.bot is None:
             auth = await self.client.auth_test()
             self.bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
-        recovered = await self.store.recover_orphans(owner=self.owner, is_dead=owner_is_dead)
-        if recovered:
-            log.info("resuming jobs interrupted by a crash", extra={"jobs": recovered})
+        await self.store.beat(self.owner)
+        self._heart = Heartbeat(self.store.sync.sibling(), owner=self.owner, interval=self.settings.heartbeat_seconds)
+        self._heart.start()
+        await self._recover_orphans()
         self.metrics.queue_depth.set(await self.store.queue_depth())
         self._workers = [
             asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(self.settings.concurrency)
         ]
+        self._replica = asyncio.create_task(self._replica_loop(), name="replica-heartbeat")
+
+    async def _recover_orphans(self) -> int:
+        """Re-queue running jobs whose owner is dead: a process of this host that is gone, or any
+        replica whose heartbeat stopped (three missed beats), without waiting out their leases."""
+        timeout = 3 * self.settings.heartbeat_seconds
+        stale = {o for o, age in (await self.store.replica_ages()).items() if o != self.owner and age > timeout}
+
+        def is_dead(owner: str) -> bool:
+            return owner in stale or owner_is_dead(owner)
+
+        recovered = await self.store.recover_orphans(owner=self.owner, is_dead=is_dead)
+        if recovered:
+            log.info("resuming jobs of a process that died", extra={"jobs": recovered})
+            self.wake.set(recovered)
+        return recovered
+
+    async def _replica_loop(self) -> None:
+        """Pick up the jobs of replicas that stopped beating (this one beats from its own thread)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.heartbeat_seconds)
+            if self._stopping.is_set():
+                return
+            try:
+                await self._recover_orphans()
+            except Exception:  # the database may be away for a moment: look again next time
+                log.warning("orphan recovery failed", exc_info=True)
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let running jobs finish for `grace` seconds; re-queue the rest."""
@@ -196,14 +260,19 @@ class JobRunner:
                     log.info("job re-queued at shutdown", extra={"job_id": job_id})
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
-        for w in self._workers:
+        if self._heart is not None:
+            await asyncio.to_thread(self._heart.stop)
+        for w in [*self._workers, *([self._replica] if self._replica else [])]:
             w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*self._workers, *([self._replica] if self._replica else []), return_exceptions=True)
 
     async def _worker(self, index: int) -> None:
         while not self._stopping.is_set():
             try:
-                job = await self.store.claim_job(owner=self.owner, lease_seconds=LEASE_SECONDS)
+                # One try: a locked database is looked at again at the next poll, not waited on.
+                job = await self.store.budgeted(0).claim_job(owner=self.owner, lease_seconds=LEASE_SECONDS)
+            except StoreUnavailable:
+                job = None
             except Exception:
                 log.exception("claiming a job failed")
                 job = None

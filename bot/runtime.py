@@ -25,6 +25,7 @@ from aiohttp import web
 from slack_sdk.errors import SlackApiError
 
 from bot.config import Settings
+from bot.errors import StoreUnavailable
 from bot.jobs import JobRunner
 from bot.logs import setup_logging
 from bot.metrics import Metrics
@@ -32,8 +33,7 @@ from bot.server import Readiness, build_web_app
 from bot.slack.app import build_app, build_client
 from bot.slack.context import BotIdentity
 from bot.slack.deps import Deps
-from bot.store import Store
-from bot.store_async import BUSY_TIMEOUT, AsyncStore
+from bot.store_async import BUSY_TIMEOUT, AsyncStore, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +88,7 @@ class Bot:
     def __init__(self, settings: Settings, *, responder: object | None = None) -> None:
         self.settings = settings
         self.stop_event = asyncio.Event()
-        self.store = Store(settings.db_path, busy_timeout=BUSY_TIMEOUT)  # blocking: tests and threads only
+        self.store = open_store(settings, busy_timeout=BUSY_TIMEOUT)  # blocking: tests and threads only
         self.astore = AsyncStore(self.store)  # what the event loop uses
         self.metrics = Metrics()
         self.deps = Deps(settings=settings, store=self.astore, metrics=self.metrics)
@@ -245,7 +245,12 @@ class Bot:
 
 async def serve(settings: Settings) -> int:
     """Run the bot until SIGTERM/SIGINT. Returns the exit code."""
-    bot = Bot(settings)
+    try:
+        bot = Bot(settings)
+    except StoreUnavailable as exc:
+        log.error("database unavailable at start", extra={"error": str(exc)})
+        print(f"archbot: {exc}", file=sys.stderr)
+        return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

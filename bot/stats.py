@@ -238,6 +238,35 @@ def index_summary(store: Store) -> dict[str, Any] | None:
     }
 
 
+class _LocalIndex:
+    """Read-only queries on the local index file (ARCHBOT_DB) when the conversations are in PostgreSQL."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def local_index_summary(settings: Settings, store: Store) -> dict[str, Any] | None:
+    """`index_summary` of this process's retrieval index: in `store` itself with SQLite, in the local
+    ARCHBOT_DB file with PostgreSQL (the index is per replica)."""
+    if getattr(store, "backend", "sqlite") == "sqlite":
+        return index_summary(store)
+    if not settings.db_path.exists():
+        return None
+    try:
+        local = _LocalIndex(settings.db_path)
+    except sqlite3.Error:
+        return None
+    try:
+        return index_summary(local)  # type: ignore[arg-type]
+    finally:
+        local.conn.close()
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
@@ -316,7 +345,7 @@ def print_table(stats: Stats, *, db_path: Path) -> None:
 
 def stats_command(settings: Settings, *, since: datetime | None, json_: bool) -> int:
     """`archbot stats`: exit 0, or 1 when there is no database to read."""
-    if str(settings.db_path) != ":memory:" and not settings.db_path.exists():
+    if settings.database_url is None and str(settings.db_path) != ":memory:" and not settings.db_path.exists():
         print(
             f"archbot: no database at {settings.db_path} (run `archbot index` or `archbot run` first)", file=sys.stderr
         )
@@ -325,7 +354,9 @@ def stats_command(settings: Settings, *, since: datetime | None, json_: bool) ->
     if start >= time.time():
         print("archbot: --since must be in the past", file=sys.stderr)
         return 2
-    store = Store(settings.db_path)
+    from bot.store_async import open_store
+
+    store = open_store(settings)
     try:
         stats = collect_stats(store, since=start)
     finally:

@@ -37,6 +37,7 @@ from bot.errors import StoreUnavailable
 from bot.types import Answer, Job
 
 LEASE_SECONDS = 300.0  # a running job whose worker vanished is retried after this
+REPLICA_KEY = "replica:"  # kv rows holding each running process's heartbeat
 MAX_ATTEMPTS = 3  # claims before a job is failed for good
 
 migrations = Migrations("archbot")
@@ -218,6 +219,7 @@ class Store:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self.db = connect(path, busy_timeout=busy_timeout)
         self._lock = threading.RLock()
         self._identity = self._file_identity()
@@ -227,6 +229,10 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+    def sibling(self) -> Store:
+        """A second handle on the same database for another thread (SQLite: its own connection)."""
+        return Store(self.path, busy_timeout=self.busy_timeout)
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -622,6 +628,33 @@ class Store:
                 "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+
+    # -- replicas (kv rows `replica:<owner>`) ---------------------------------------------
+    def clock(self) -> float:
+        """The database's notion of now (unix seconds): heartbeats of replicas on several hosts are
+        compared on one clock. SQLite lives on this host: its clock is ours."""
+        return time.time()
+
+    def beat(self, owner: str, *, forget_after: float = 86400.0) -> None:
+        """Record that the process `owner` is alive; drop beats of processes gone for `forget_after` s."""
+        self.put(f"{REPLICA_KEY}{owner}", repr(self.clock()))
+        gone = [o for o, age in self.replica_ages().items() if age > forget_after]
+        if gone:
+            with self._tx() as db:
+                for o in gone:
+                    db.execute("DELETE FROM kv WHERE key=?", (f"{REPLICA_KEY}{o}",))
+
+    def replica_ages(self) -> dict[str, float]:
+        """Seconds since each process's last heartbeat (owner → age)."""
+        rows = self._rows("SELECT key, value FROM kv WHERE key LIKE ?", (f"{REPLICA_KEY}%",))
+        now = self.clock()
+        out: dict[str, float] = {}
+        for r in rows:
+            try:
+                out[r["key"][len(REPLICA_KEY) :]] = now - float(r["value"])
+            except (TypeError, ValueError):
+                continue
+        return out
 
     def get_json(self, key: str) -> Any:
         raw = self.get(key)

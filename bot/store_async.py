@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from bot.config import Settings
 from bot.errors import StoreUnavailable
 from bot.store import Store, is_transient
 
@@ -32,7 +33,12 @@ DEFAULT_BUDGET = 120.0  # workers: wait out a long lock rather than lose a finis
 
 
 class AsyncStore:
-    """Coroutine versions of the store's methods, run on a dedicated thread (one connection)."""
+    """Coroutine versions of the store's methods, run on the store's own thread(s).
+
+    The ack path (`quick`) has its own thread and, for SQLite, its own connection: while another
+    process holds the write lock, the workers' calls waiting for it never queue ahead of an
+    event that must be stored (or refused) within a second.
+    """
 
     def __init__(
         self,
@@ -40,15 +46,34 @@ class AsyncStore:
         *,
         budget: float = DEFAULT_BUDGET,
         executor: ThreadPoolExecutor | None = None,
+        intake: AsyncStore | None = None,
     ) -> None:
         self.sync = store
         self.budget = budget
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="archbot-store")
+        # SQLite: one thread (one connection, one writer). PostgreSQL: a thread per pooled connection.
+        threads = int(getattr(store, "pool_size", 1))
+        self._executor = executor or ThreadPoolExecutor(max_workers=threads, thread_name_prefix="archbot-store")
+        self._transient = getattr(store, "is_transient", is_transient)
+        self._intake = intake
 
     @property
     def quick(self) -> AsyncStore:
-        """The same store with the ack path's short budget."""
-        return AsyncStore(self.sync, budget=QUICK_BUDGET, executor=self._executor)
+        """The store for the ack path: a short budget, and its own thread and connection."""
+        if self._intake is None:
+            own = self.sync.sibling()
+            self._intake = AsyncStore(
+                own,
+                budget=QUICK_BUDGET,
+                executor=ThreadPoolExecutor(
+                    max_workers=int(getattr(own, "pool_size", 1)), thread_name_prefix="archbot-intake"
+                ),
+            )
+            self._intake._intake = self._intake
+        return self._intake
+
+    def budgeted(self, seconds: float) -> AsyncStore:
+        """The same store and thread(s), giving up on a locked database after `seconds`."""
+        return AsyncStore(self.sync, budget=seconds, executor=self._executor, intake=self._intake)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` on the store's thread, retrying while the database is locked."""
@@ -60,7 +85,7 @@ class AsyncStore:
             try:
                 return await loop.run_in_executor(self._executor, call)
             except Exception as exc:
-                if not is_transient(exc):
+                if not self._transient(exc):
                     raise
                 left = give_up - loop.time()
                 if left <= 0:
@@ -82,12 +107,25 @@ class AsyncStore:
     async def writable(self) -> bool:
         """Whether a write would succeed now (readiness): not gone, not read-only, not locked."""
         try:
-            await AsyncStore(self.sync, budget=QUICK_BUDGET, executor=self._executor).run(self.sync.check_writable)
+            await self.quick.run(self.quick.sync.check_writable)
             return True
         except Exception as exc:
             log.warning("database not writable", extra={"error": str(exc)[:200]})
             return False
 
     def close(self) -> None:
+        intake = self._intake
+        if intake is not None and intake is not self:
+            intake.close()
         self._executor.shutdown(wait=True)
         self.sync.close()
+
+
+def open_store(settings: Settings, *, busy_timeout: float = 30.0) -> Store:
+    """The blocking store `settings` name: PostgreSQL with ARCHBOT_DATABASE_URL, else SQLite at ARCHBOT_DB.
+    Raises StoreUnavailable when PostgreSQL cannot be reached."""
+    if settings.database_url is not None:
+        from bot.store_pg import PgStore
+
+        return PgStore(settings.database_url.get_secret_value())
+    return Store(settings.db_path, busy_timeout=busy_timeout)

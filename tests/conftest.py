@@ -88,3 +88,36 @@ async def running_bot(settings: Settings, *, index: bool = False) -> AsyncIterat
         yield bot
     finally:
         await bot.stop()
+
+
+# -- PostgreSQL (ARCHBOT_DATABASE_URL) ---------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server for this test session: ARCHBOT_TEST_DATABASE_URL, or a
+    throwaway cluster started from the installed binaries. Skips (fails under
+    ARCHBOT_REQUIRE_POSTGRES=1, as in CI) when there is neither."""
+    from tests.pg_server import ENV_URL, REQUIRE_ENV, TempPostgres
+
+    url = os.environ.get(ENV_URL)
+    if url:
+        yield url
+        return
+    try:
+        server = TempPostgres()
+        url = server.start()
+    except Exception as exc:
+        if os.environ.get(REQUIRE_ENV):
+            raise
+        pytest.skip(f"PostgreSQL tests need a server: set {ENV_URL} or apt-get install postgresql ({exc})")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    from tests.pg_server import create_database
+
+    return create_database(pg_server)

@@ -30,7 +30,10 @@ def test_table_has_every_setting_once() -> None:
     table = render_config_table()
     for name in Settings.model_fields:
         assert table.count(f"| `{env_name(name)}` |") == 1, name
-    assert "| `ARCHBOT_DB` | SQLite database file. | `./archbot.db` |" in table
+    assert (
+        "| `ARCHBOT_DB` | SQLite database file (with ARCHBOT_DATABASE_URL: only the local retrieval index)."
+        " | `./archbot.db` |"
+    ) in table
     assert "| `SLACK_API_URL` |" in table and "`https://slack.com/api/`" in table
 
 

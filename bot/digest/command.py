@@ -14,6 +14,7 @@ from bot.digest.post import post_digest
 from bot.digest.render import render_markdown, render_slack_messages
 from bot.digest.summarise import build_digest
 from bot.store import Store
+from bot.store_async import open_store
 
 DEFAULT_DAYS = 7
 
@@ -54,7 +55,7 @@ def digest_command(settings: Settings, *, post: bool, since: datetime | None, re
     if start >= until:
         print("archbot: --since must be in the past", file=sys.stderr)
         return 2
-    store = Store(settings.db_path)
+    store = open_store(settings)
     try:
         if not post:
             return asyncio.run(_digest(settings, store, post=False, since=start, until=until))

@@ -208,10 +208,10 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             return
         try:
             from bot.slack.home import publish_home
-            from bot.stats import index_summary
+            from bot.stats import local_index_summary
 
             sync_store = deps.store.sync
-            info = await asyncio.to_thread(index_summary, sync_store)
+            info = await asyncio.to_thread(local_index_summary, deps.settings, sync_store)
             await publish_home(client, user_id=event["user"], settings=deps.settings, store=sync_store, index_info=info)
         except Exception:  # cosmetic surface: log, never break the ack
             log.warning("app home publish failed", exc_info=True)
