@@ -256,9 +256,15 @@ def citation_url(c: Citation) -> str | None:
     return quote(c.url, safe=":/#?&=%+@,;~!*'")
 
 
+HEADING_CHARS = 60  # a longer heading path shows its last section only
+
+
 def citation_label(c: Citation) -> str:
     place = c.path if c.source != "knowledge" else f"knowledge/{c.path}"
-    return f"{place} › {c.heading}" if c.heading else place
+    heading = c.heading
+    if len(heading) > HEADING_CHARS and " > " in heading:
+        heading = "… > " + heading.rsplit(" > ", 1)[1]
+    return f"{place} › {heading}" if heading else place
 
 
 def unique_citations(citations: list[Citation], limit: int = MAX_LISTED) -> list[Citation]:
@@ -322,6 +328,7 @@ def render_sources_markdown(citations: list[Citation], *, lang: Lang = DEFAULT_L
     lines = [f"**{t('answer.sources', lang)}**"]
     for c in numbered:
         facts = [w for w in (_status_word(c.status, lang) if c.status else "", c.date.strip()) if w]
+        facts = facts if c.source != "knowledge" else []  # our pattern library has no team status
         line = f"{c.number}. {_source_link(c)}" + (f" · _{' · '.join(facts)}_" if facts else "")
         lines.append(line)
         quote = trim_quote(c.cited_text) if c.cited_text else ""
