@@ -168,3 +168,22 @@ def test_chinese_fixed_strings_in_body_and_buttons() -> None:
     assert "来源" in text  # the notification fallback too
     failure, _ = build_failure_message(lang="zh")
     assert failure.startswith(":warning: 抱歉")
+
+
+def test_a_clarifying_reply_always_leads_with_its_provisional_answer() -> None:
+    questions = ["How many events a second at peak?", "Must events stay in order per device?"]
+    provisional = "For now, publish to the topic exchange and give notifications its own durable queue."
+    bare = Answer(
+        kind="clarify",
+        text="\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1)),
+        questions=questions,
+        provisional=provisional,
+    )
+    body = build_answer_body(bare)
+    assert body.startswith(provisional) and body.index(provisional) < body.index(questions[0])
+    written = (
+        "Publish device events to the topic exchange for now and bind a durable queue for the notification "
+        "service; this holds as long as a few hundred events a second and no ordering need.\n\n" + bare.text
+    )
+    full = Answer(kind="clarify", text=written, questions=questions, provisional=provisional)
+    assert provisional not in build_answer_body(full)  # the model wrote one: nothing is added

@@ -385,6 +385,7 @@ def confidence_reason(answer: Answer, lang: Lang = DEFAULT_LANG) -> str:
 
 
 REVIEW_QUOTE_LIMIT = 2500  # the proposal quoted under a review thread's opening message
+PROVISIONAL_MIN_CHARS = 120  # letters besides the questions that count as a written provisional answer
 
 
 def build_review_parent_text(*, title: str, user: str | None, proposal: str, lang: Lang = DEFAULT_LANG) -> str:
@@ -426,6 +427,8 @@ def build_answer_body(answer: Answer, *, lang: Lang = DEFAULT_LANG) -> str:
     """The full markdown shown for an answer: body, a cut-off note, open questions, the record's
     conflicts/gaps/confidence lines, then the sources."""
     body = answer.text.strip() or t("answer.empty", lang)
+    if answer.kind == "clarify" and answer.provisional and only_questions(body, answer.questions):
+        body = f"{answer.provisional}\n\n{body}"  # the model only asked: still lead with its provisional answer
     extras: list[str] = []
     if answer.truncated:
         extras.append(f":scissors: {t('answer.truncated', lang)}")
@@ -438,6 +441,14 @@ def build_answer_body(answer: Answer, *, lang: Lang = DEFAULT_LANG) -> str:
     if sources:
         extras.append(sources)
     return "\n\n".join([body, *extras])
+
+
+def only_questions(body: str, questions: list[str]) -> bool:
+    """The reply is little more than its clarifying questions (no provisional answer written)."""
+    rest = body
+    for question in questions:
+        rest = rest.replace(question, "")
+    return len(re.sub(r"[\W\d_]+", "", rest)) < PROVISIONAL_MIN_CHARS
 
 
 def build_message_parts(
