@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -135,7 +137,46 @@ async def run(verbose: bool) -> int:
     print(f"/healthz after: {'200' if healthy else 'FAILED'}")
     print(f"archbot_events_received series: {series}")
     print(f"valid mention answered after: {'yes' if answered else 'NO'}")
+    gated, alone = intake_cost(slack.signing_secret)
+    print(f"intake cost per valid mention: {gated:.0f} µs median (Bolt's own parse + signature check: {alone:.0f} µs)")
     return 0 if not off and not leaked and healthy and answered else 1
+
+
+def intake_cost(secret: str, rounds: int = 2000) -> tuple[float, float]:
+    """Median µs per valid mention: the intake gates (signature on the raw body, parse, shape
+    check) against what Bolt did alone before (parse into its request, then verify the signature)."""
+    from slack_bolt.request.async_request import AsyncBoltRequest
+    from slack_sdk.signature import SignatureVerifier
+
+    from bot.metrics import Metrics
+    from bot.slack.intake import parse_http_body, screen, verify_http_request
+    from tests.fakes.signing import sign
+
+    body = json.dumps(
+        event_callback(mention_event("<@UBOT> how should billing retry? " * 4, channel="C1", user="U1", ts="1.1"))
+    ).encode()
+    headers = {"Content-Type": "application/json", **sign(secret, body)}
+    verifier = SignatureVerifier(secret)
+    metrics = Metrics()
+
+    def gated() -> None:
+        assert verify_http_request(body, headers, verifier)
+        request = parse_http_body(body, query="", headers=headers)
+        assert not isinstance(request, str) and screen(request.body, metrics) is None
+
+    def bolt_alone() -> None:
+        request = AsyncBoltRequest(body=body.decode(), query="", headers=headers)
+        assert verifier.is_valid_request(request.raw_body, headers)
+
+    out = []
+    for fn in (gated, bolt_alone):
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e6)
+        out.append(statistics.median(samples))
+    return out[0], out[1]
 
 
 def main() -> None:

@@ -110,6 +110,8 @@ def parse_http_body(raw: bytes, *, query: str, headers: Mapping[str, str]) -> As
         return "odd" if _is_json_object(text, headers.get("Content-Type")) else "malformed"
     if not isinstance(request.body, dict) or not request.body:
         return "malformed"
+    if not any(key in request.body for key in ("type", "command", "ssl_check")):
+        return "malformed"  # a form of nothing Slack sends (Bolt would log it, body included, as unhandled)
     if request.body.get("type") == "url_verification":
         challenge = request.body.get("challenge")
         if not isinstance(challenge, str) or not challenge or len(challenge) > MAX_CHALLENGE:
