@@ -292,6 +292,7 @@ _FILE_TYPES = frozenset(
 )
 
 
+@cache
 def secret_kind(name: str) -> str | None:
     """The kind of secret a variable/field name announces (None: not a secret's name; "key?": a
     `FOO_KEY` that holds a credential only if its value looks like one)."""
@@ -326,7 +327,9 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{
 _URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]+):([^\s@/'\"`<>]+)@(?=[\w\[])")
 _AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)([ \t]+)([A-Za-z0-9._~+/=-]{12,})")
 _SECRET_WORD = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
-_NAME_CHAR = re.compile(r"[\w.-]")
+_NAME_TAIL = re.compile(r"[\w.-]*")
+_NAME_HEAD = re.compile(r"[\w.-]*\Z")
+_OP_AHEAD = re.compile(r"""["'`]?[ \t]*(?::=|=>|=|:)|[ ]""")
 _OP = re.compile(r"""(["'`]?)([ \t]*)(:=|=>|==|=|:)([ \t]*)""")
 _UNQUOTED_VALUE = re.compile(r"""[^\s,;'"`|)}\]<>]+""")
 _TABLE_CELL_VALUE = re.compile(r"`([^`\n]+)`")
@@ -351,7 +354,8 @@ def _redact_private_keys(text: str, kinds: Counter[str]) -> str:
 
 def _redact_jwts(text: str, kinds: Counter[str]) -> str:
     text, n = _JWT.subn(MARK.format(kind="jwt"), text)
-    kinds["jwt"] += n
+    if n:
+        kinds["jwt"] += n
     return text
 
 
@@ -384,13 +388,12 @@ def _redact_assignments(text: str, kinds: Counter[str]) -> str:
     pos = 0
     n = len(text)
     for hit in _SECRET_WORD.finditer(text):
-        start, end = hit.start(), hit.end()
+        end = _NAME_TAIL.match(text, hit.end()).end()  # type: ignore[union-attr]
+        if not _OP_AHEAD.match(text, end):
+            continue  # no operator after the name: prose, a heading, a call
+        start = hit.start() - len(_NAME_HEAD.search(text, max(0, hit.start() - 80), hit.start()).group(0))  # type: ignore[union-attr]
         if start < pos:
             continue
-        while start > 0 and _NAME_CHAR.match(text[start - 1]):
-            start -= 1
-        while end < n and _NAME_CHAR.match(text[end]):
-            end += 1
         name = text[start:end]
         if not name.isascii() or text[max(0, start - 2) : start] == "${":
             continue  # prose in another script; `${TOKEN:0:8}`
@@ -448,13 +451,16 @@ def _redact_assignments(text: str, kinds: Counter[str]) -> str:
     return "".join(out)
 
 
+_SECRET_ROW = re.compile(r"(?m)^[ \t]*\|[ \t]*[`*]*[A-Z0-9_]*(?:PASS|PWD|SECRET|TOKEN|KEY|CREDENTIAL)")
+
+
 def _redact_table_rows(text: str, kinds: Counter[str]) -> str:
     """`| DB_PASSWORD | the database password | `s3cret` |`: the value cells of a row naming a secret."""
-    if "|" not in text:
+    if "|" not in text or not _SECRET_ROW.search(text):
         return text
     lines = text.split("\n")
     for i, line in enumerate(lines):
-        if not line.lstrip().startswith("|"):
+        if not line.lstrip().startswith("|") or not _SECRET_ROW.match(line):
             continue
         cells = line.strip().strip("|").split("|")
         if len(cells) < 2:
@@ -496,6 +502,10 @@ _GATES = {
     "Artifactory Credentials": ("artifactory", "akc"),
     "Mailchimp Access Key": ("-us",),
     "Slack Token": ("xox", "hooks.slack.com"),
+    "Telegram Bot Token": ("telegram", "bot"),
+    "Stripe Access Key": ("_live_",),
+    "Discord Bot Token": ("discord",),
+    "GitLab Token": ("glpat", "gldt", "glft", "glsoat", "glrt", "gr1348941"),
 }
 
 
