@@ -57,7 +57,7 @@ from bot.slack.post import (
     stop_stream,
     update_message,
 )
-from bot.slack.retry import message_metadata
+from bot.slack.retry import find_own_message, message_metadata
 from bot.store import MAX_ATTEMPTS, Store
 from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
@@ -384,6 +384,11 @@ class JobRunner:
         if job.kind != "review" and job.attempts > 1:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+        if job.attempts > 1 and not job.reply_ts:
+            # Resumed: the crash may have come between Slack posting the reply and its ts being stored.
+            job.reply_ts = await self._find_own(job, thread_ts=job.thread_ts, part=0)
+            if job.reply_ts:
+                await self.store.set_reply_ts(job.id, job.reply_ts)
         if job.reply_ts and job.attempts > 1:
             # Resumed after a crash mid-answer: a stream left open would keep its partial text "live".
             await stop_stream(self.client, channel=job.channel, ts=job.reply_ts, metadata=message_metadata(job.id))
@@ -520,6 +525,8 @@ class JobRunner:
         """A review starts its own thread: a parent message in the channel, the review under it."""
         if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
             return job  # resumed: the thread already exists
+        # Resumed after a crash that may have come right after the parent was posted: use that one.
+        parent = await self._find_own(job, thread_ts=None, part="parent") if job.attempts > 1 else None
         proposal = clean_text(job.text, bot_user_id=self.bot.user_id if self.bot else None)
         lang = detect_language(proposal)
         text = render.build_review_parent_text(
@@ -529,7 +536,7 @@ class JobRunner:
             lang=lang,
         )
         try:
-            parent = await post_message(
+            parent = parent or await post_message(
                 self.client,
                 channel=job.channel,
                 text=text,
@@ -598,6 +605,16 @@ class JobRunner:
             )
         except Exception:
             log.exception("could not post the failure message", extra=extra)
+
+    async def _find_own(self, job: Job, *, thread_ts: str | None, part: int | str) -> str | None:
+        """This job's message `part` in Slack (found by its metadata), or None; never raises."""
+        try:
+            return await find_own_message(
+                self.client, channel=job.channel, thread_ts=thread_ts, metadata=message_metadata(job.id, part)
+            )
+        except Exception as exc:
+            log.info("could not look for an earlier reply", extra={"job_id": job.id, "error": type(exc).__name__})
+            return None
 
     async def _reply_ts(self, job: Job) -> str | None:
         """The reply message recorded since the job was claimed (the claim's copy predates it)."""

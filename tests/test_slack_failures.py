@@ -200,3 +200,18 @@ async def test_poison_job_is_capped(tmp_path: Path, slack: FakeSlack, model: Fak
         assert partial.stream_state == "stopped"
         assert answers_in(slack, "C1", question.ts) == [partial]
         assert model.message_requests == []  # never run again
+
+
+async def test_resumed_job_finds_a_reply_it_never_recorded(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
+    # The crash came after Slack posted the first words but before their ts reached the database.
+    question = slack.add_message("C1", "<@UBOT> crash between post and record?", user="U1")
+    partial = slack.add_message("C1", "First words ▍", user="UBOT", thread_ts=question.ts, bot_id=slack.bot_id)
+    settings = bot_settings(tmp_path, slack, model, slack_retry_seconds=WINDOW)
+    job_id = seed_job(settings.db_path, channel="C1", ts=question.ts, text=question.text, attempts=1)
+    partial.metadata = {"event_type": MESSAGE_EVENT_TYPE, "event_payload": {"job_id": job_id, "part": 0}}
+    async with running_bot(settings) as bot:
+        answers = await wait_answers(slack, "C1", question.ts)
+        assert answers == [partial] and "crash between post and record?" in message_text(partial)
+        assert len(bot_replies(slack, "C1", question.ts)) == 1
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        assert bot.store.get_job(job_id).reply_ts == partial.ts
