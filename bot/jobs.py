@@ -397,11 +397,18 @@ class JobRunner:
                 self.client, channel=job.channel, thread_ts=job.thread_ts, status=t("assistant.thinking", lang)
             )
         try:
+            poster = self._poster(job)
+            # While the answer is prepared, a streamed reply shows the steps (a plan of tasks).
+            await poster.step("thread", t("steps.thread", lang), "in_progress")
             turns = await self._turns(job, question)
             lang = turns_language(turns, default=lang)  # a short follow-up takes the thread's language
+            await poster.step("thread", t("steps.thread", lang), "complete")
+            await poster.step("search", t("steps.search", lang), "in_progress")
             query = build_search_query(turns, question)
             hits = await self._search(query)
-            poster = self._poster(job)
+            found = t("steps.found", lang, passages=len(hits), files=len({(h.source, h.path) for h in hits}))
+            await poster.step("search", t("steps.search", lang), "complete", output=found)
+            await poster.step("write", t("steps.write", lang), "in_progress")
             try:
                 answer = await self._answer(job, turns, hits, question, poster, lang)
             except ModelError as exc:
@@ -419,6 +426,7 @@ class JobRunner:
                 await self._end(job, "failed", f"model: {exc.status}", extra)
                 return
             parts = render.build_message_parts(answer, lang=lang)
+            await poster.step("write", t("steps.write", lang), "complete")
             try:
                 message_ts = await poster.finish(parts)
             except (SlackPostError, SlackApiError, aiohttp.ClientError, TimeoutError) as exc:

@@ -202,9 +202,7 @@ def _job(row: dict[str, Any]) -> Job:
 
 def is_transient(exc: BaseException) -> bool:
     """A failure worth retrying shortly: another connection holds the write lock."""
-    return isinstance(exc, sqlite3.OperationalError) and any(
-        word in str(exc).lower() for word in ("locked", "busy")
-    )
+    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc).lower() for word in ("locked", "busy"))
 
 
 class Store:

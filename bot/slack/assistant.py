@@ -1,10 +1,13 @@
-"""Slack's AI assistant surface: suggested prompts when a thread opens, a status line while working.
+"""Slack's AI app surface: suggested prompts when a conversation opens, a status line while working.
 
-When the app has the assistant view enabled (manifest.yml `assistant_view`), Slack sends
-`assistant_thread_started` as someone opens the archbot panel. `on_assistant_thread_started`
-answers with 3–4 suggested prompts, drawn from the team's own docs where it can (titles of
-indexed documents, found through the searcher) and topped up with general architecture
-questions. `set_status` shows the "is thinking…" line under the thread while a job runs.
+With the agent messaging experience (manifest.yml `features.agent_view`), opening the DM with
+archbot is an `app_home_opened` event with `tab == "messages"`: `offer_prompts(thread_ts=None)`
+pins 3–4 suggested prompts at the top of the Messages tab, and each message there starts its own
+thread. Apps installed from an older manifest (`assistant_view`, the side panel) get
+`assistant_thread_started` instead, answered by `on_assistant_thread_started` in that thread.
+The prompts are drawn from the team's own docs where possible (titles of indexed documents,
+found through the searcher) and topped up with general architecture questions. `set_status`
+shows the "is thinking…" line under the thread while a job runs.
 
 Both are cosmetic: a failure is logged and swallowed, never raised into the job.
 
@@ -143,8 +146,17 @@ async def on_assistant_thread_started(
     settings: Settings,
     searcher: Any,
 ) -> list[Prompt]:
-    """Offer suggested prompts in a new assistant thread; returns what was offered ([] on failure)."""
-    prompts = build_suggested_prompts(await doc_titles(searcher), lang=settings.language)
+    """Offer suggested prompts in a new assistant thread (the older side panel); returns what was
+    offered ([] on failure)."""
+    return await offer_prompts(client, channel=channel, thread_ts=thread_ts, searcher=searcher, lang=settings.language)
+
+
+async def offer_prompts(
+    client: AsyncWebClient, *, channel: str, thread_ts: str | None, searcher: Any, lang: Lang
+) -> list[Prompt]:
+    """Suggested prompts in an assistant thread, or with `thread_ts=None` pinned at the top of the
+    DM's Messages tab (the agent messaging experience). Returns what was offered ([] on failure)."""
+    prompts = build_suggested_prompts(await doc_titles(searcher), lang=lang)
     try:
         await set_suggested_prompts(
             client,

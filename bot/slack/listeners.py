@@ -202,20 +202,44 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
     ) -> BoltResponse | None:
         return await handle(body, event, context, "message", client)
 
+    # app_home_opened: the Home tab, or (tab == "messages") the DM with archbot opened, which is
+    # how the agent messaging experience (manifest `agent_view`) starts a conversation. The
+    # listener only starts the work and returns, so the ack never waits on Slack calls.
+    home_tasks: set[asyncio.Task[None]] = set()
+
     @app.event("app_home_opened")
+    async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
+        task = asyncio.create_task(on_home(event, client))
+        home_tasks.add(task)
+        task.add_done_callback(home_tasks.discard)
+
     async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab") not in (None, "home"):
-            return
+        tab = event.get("tab")
         try:
+            if tab == "messages":
+                from bot.slack.assistant import offer_prompts
+
+                await offer_prompts(
+                    client,
+                    channel=str(event.get("channel") or ""),
+                    thread_ts=None,
+                    searcher=deps.searcher,
+                    lang=deps.settings.language,
+                )
+                return
+            if tab not in (None, "home"):
+                return
             from bot.slack.home import publish_home
             from bot.stats import local_index_summary
 
             sync_store = deps.store.sync
             info = await asyncio.to_thread(local_index_summary, deps.settings, sync_store)
             await publish_home(client, user_id=event["user"], settings=deps.settings, store=sync_store, index_info=info)
-        except Exception:  # cosmetic surface: log, never break the ack
+        except Exception:  # cosmetic surface: log, never raise
             log.warning("app home publish failed", exc_info=True)
 
+    # The older assistant side panel (manifest `assistant_view`): still served for apps installed
+    # from an older manifest.
     @app.event("assistant_thread_started")
     async def on_assistant_thread(event: dict[str, Any], client: AsyncWebClient) -> None:
         thread = event.get("assistant_thread") or {}

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 WORKING_REACTION = "eyes"  # on the question while its job is queued or running
 _TS = re.compile(r"\d+\.\d+")  # a message timestamp, e.g. 1700000000.000100
 StreamMode = Literal["auto", "stream", "update"]
+TaskStatus = Literal["pending", "in_progress", "complete", "error"]  # a task_update chunk's status
+TASK_TEXT = 256  # a task's title / output, at most
 _STREAM_REFUSALS = {
     "message_not_in_streaming_state",
     "method_not_supported_for_channel_type",
@@ -194,9 +196,10 @@ async def set_assistant_status(client: AsyncWebClient, *, channel: str, thread_t
 
 
 async def set_suggested_prompts(
-    client: AsyncWebClient, *, channel: str, thread_ts: str, title: str, prompts: list[dict[str, str]]
+    client: AsyncWebClient, *, channel: str, thread_ts: str | None, title: str, prompts: list[dict[str, str]]
 ) -> None:
-    """assistant.threads.setSuggestedPrompts; a prompt's `message` is posted as the user's own words."""
+    """assistant.threads.setSuggestedPrompts; a prompt's `message` is posted as the user's own words.
+    Without `thread_ts` the prompts are pinned at the top of the DM's Messages tab (agent view)."""
     await client.assistant_threads_setSuggestedPrompts(
         channel_id=channel,
         thread_ts=thread_ts,
@@ -266,6 +269,51 @@ class ReplyPoster:
         self._closed_event = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._steps = True  # show the work's steps in the stream (task_update chunks) while it can
+
+    # -- the steps of the work (streaming only) ----------------------------------------------
+    async def step(self, task_id: str, title: str, status: TaskStatus, *, output: str | None = None) -> None:
+        """Show one step of the work (reading the thread, searching, writing) as a task in the
+        stream's plan: the first step starts the stream (`task_display_mode` "plan"), the next ones
+        update it. Cosmetic: without a stream (update mode, a refusal) it does nothing, never raises."""
+        if self.mode != "stream" or not self._steps or self._closed:
+            return
+        chunk: dict[str, str] = {"type": "task_update", "id": task_id, "title": title[:TASK_TEXT], "status": status}
+        if output:
+            chunk["output"] = output[:TASK_TEXT]
+        async with self._lock:
+            try:
+                if self.ts is None:
+                    resp = await self.client.chat_startStream(
+                        channel=self.channel,
+                        thread_ts=self.thread_ts,
+                        task_display_mode="plan",
+                        chunks=[chunk],
+                        **self._recipients(),
+                    )
+                    self._streaming = True
+                    await self._first_post(
+                        message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts),
+                        visible=False,
+                    )
+                elif self._streaming:
+                    await self.client.chat_appendStream(channel=self.channel, ts=self.ts, chunks=[chunk])
+            except Exception as exc:  # cosmetic: a refusal or a network error only ends the steps
+                if isinstance(exc, SlackApiError):
+                    code = _error_code(exc)
+                else:
+                    code = getattr(exc, "error", None) or type(exc).__name__
+                log.info("work steps not shown", extra={"channel": self.channel, "error": code})
+                if isinstance(exc, SlackApiError):
+                    log.debug("steps refused", extra={"channel": self.channel, "response": exc.response.data})
+                self._steps = False
+                if self.ts is None and self.allow_fallback:
+                    self.mode = "update"  # the text will not stream here either
+
+    def _recipients(self) -> dict[str, str]:
+        if self.recipient_user_id and self.recipient_team_id:
+            return {"recipient_user_id": self.recipient_user_id, "recipient_team_id": self.recipient_team_id}
+        return {}
 
     def _meta(self, part: int | str = 0) -> dict[str, Any] | None:
         """Message metadata naming this job's message `part` (None for callers without a job)."""
@@ -345,6 +393,8 @@ class ReplyPoster:
                 await self._first_post(ts)
             else:
                 await self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+                if self.first_visible_at is None:  # the stream was opened by the work's steps
+                    self.first_visible_at = time.monotonic()
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Unknown whether the text was appended: show the whole text by editing instead (an edit is idempotent).
             log.info(
@@ -421,10 +471,14 @@ class ReplyPoster:
             metrics=self.metrics,
             metadata=self._meta(0),
         )
+        if self.first_visible_at is None:
+            self.first_visible_at = time.monotonic()
 
-    async def _first_post(self, ts: str) -> None:
+    async def _first_post(self, ts: str, *, visible: bool = True) -> None:
+        """The reply message exists; `visible`: it shows answer text (not only the work's steps)."""
         self.ts = ts
-        self.first_visible_at = time.monotonic()
+        if visible:
+            self.first_visible_at = time.monotonic()
         if self.on_first_post:
             await self.on_first_post(ts)
 
@@ -484,6 +538,8 @@ class ReplyPoster:
                 log.info("final append refused", extra={"channel": self.channel, "error": error})
         if not done:
             await self._put(text=first_text, blocks=first_blocks)
+        if self.first_visible_at is None:  # a stream opened by the work's steps: the text shows now
+            self.first_visible_at = time.monotonic()
         assert self.ts is not None
         out = [self.ts]
         for part, (text, blocks) in enumerate(parts[1:], start=1):

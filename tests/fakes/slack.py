@@ -49,6 +49,9 @@ Web API: ``POST|GET /api/<method>``
       reactions.remove, views.open, views.push, views.update, views.publish,
       assistant.threads.setStatus / setSuggestedPrompts / setTitle. Any other method answers
       ``{"ok": true}`` and is recorded.
+    - Streams: ``task_display_mode`` must be ``timeline`` or ``plan``; ``chunks`` are checked by
+      ``validate_chunks`` (markdown_text, task_update with a known status, plan_update, blocks);
+      ``StoredMessage.chunks`` keeps the non-text chunks, ``StoredMessage.tasks()`` folds them.
     - Validation like Slack's: ``no_text``, ``msg_too_long`` (> 40 000 chars), ``invalid_blocks``
       (> 50 blocks, section text > 3000, header > 150, ...), ``invalid_arguments`` for views
       (title > 24 chars, ...), ``message_not_found``, ``thread_not_found``, ``cant_update_message``,
@@ -63,7 +66,8 @@ Conversation state
       blocks=None) -> StoredMessage`` seeds a message. ``message(channel, ts)``,
       ``messages(channel)`` (all, ts order), ``thread(channel, thread_ts)`` (parent first),
       ``bot_messages(channel=None)``, ``fake.ephemerals``, ``fake.views``, ``fake.home_views``,
-      ``fake.assistant_threads[(channel, thread_ts)]``.
+      ``fake.assistant_threads[(channel, thread_ts)]``; prompts set without ``thread_ts`` (only in a
+      DM: the agent view's Messages tab) land in ``fake.pinned_prompts[channel]``.
     - ``channels``: ``{id: {"is_private": bool, "is_im": bool, "is_mpim": bool, "name": str,
       "is_member": bool, "is_archived": bool, "user": str}}``; unknown ids are public channels.
       ``add_channel(id, **flags)``. ``users``: ``add_user(id, real_name=..., display_name=...,
@@ -78,6 +82,8 @@ Failure scripting
       only then is the failure answered: Slack's 500-after-success, where the caller cannot know.
       ``fail(..., seconds=S)``: every call for ``S`` seconds fails (``times`` is ignored); ``method="*"``
       matches every method (an outage).
+    - ``hold(method) -> asyncio.Event``: calls to ``method`` wait unanswered until the event is set
+      (``fake.held_calls[method]`` counts them), to show what happens before Slack answers.
     - ``respond(method, body, *, times=1)``: the next calls answer exactly ``body`` with HTTP 200 and
       change nothing (e.g. ``{"ok": true}`` without a ``ts``, as a misbehaving proxy would).
     - ``expire_streams(True)``: from now on appendStream/stopStream answer
@@ -239,6 +245,7 @@ class StoredMessage:
     metadata: dict[str, Any] | None = None
     chunks: list[dict[str, Any]] = field(default_factory=list)
     stream_state: Literal["streaming", "stopped"] | None = None
+    task_display_mode: str | None = None  # chat.startStream's, for a streamed message
     edited: dict[str, str] | None = None
     reply_broadcast: bool = False
     reactions: dict[str, list[str]] = field(default_factory=dict)
@@ -246,6 +253,15 @@ class StoredMessage:
     @property
     def is_reply(self) -> bool:
         return self.thread_ts is not None and self.thread_ts != self.ts
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """The streamed message's tasks as a person sees them: each task_update chunk, by id, the
+        latest fields winning (what a plan / timeline shows), in the order the tasks first appeared."""
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in self.chunks:
+            if chunk.get("type") == "task_update":
+                out.setdefault(chunk["id"], {}).update({k: v for k, v in chunk.items() if k != "type"})
+        return out
 
 
 @dataclass
@@ -394,6 +410,48 @@ def _plain_len(text_obj: Any) -> int:
     return 0
 
 
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+TASK_DISPLAY_MODES = frozenset({"timeline", "plan"})
+TASK_TEXT_LIMIT = 256
+
+
+def validate_chunks(chunks: Any) -> list[str]:
+    """Problems with a chat.*Stream ``chunks`` array (empty list: valid). The chunk types slack_sdk's
+    ``Chunk.parse`` knows: markdown_text (text), task_update (id, title, status, optional details /
+    output / sources), plan_update (title), blocks (blocks)."""
+    if not isinstance(chunks, list):
+        return ["chunks must be an array"]
+    problems: list[str] = []
+    for i, chunk in enumerate(chunks):
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        where = f"chunks[{i}]"
+        if kind == "markdown_text":
+            if not isinstance(chunk.get("text"), str):
+                problems.append(f"{where}: markdown_text needs text")
+        elif kind == "task_update":
+            if not (isinstance(chunk.get("id"), str) and chunk["id"]):
+                problems.append(f"{where}: task_update needs an id")
+            if not (isinstance(chunk.get("title"), str) and chunk["title"]):
+                problems.append(f"{where}: task_update needs a title")
+            if chunk.get("status") not in TASK_STATUSES:
+                problems.append(f"{where}: status must be one of {sorted(TASK_STATUSES)}")
+            for name in ("details", "output"):
+                value = chunk.get(name)
+                if value is not None and (not isinstance(value, str) or len(value) > TASK_TEXT_LIMIT):
+                    problems.append(f"{where}: {name} must be a string of at most {TASK_TEXT_LIMIT} characters")
+            unknown = set(chunk) - {"type", "id", "title", "status", "details", "output", "sources"}
+            if unknown:
+                problems.append(f"{where}: unknown fields {sorted(unknown)}")
+        elif kind == "plan_update":
+            if not (isinstance(chunk.get("title"), str) and chunk["title"]):
+                problems.append(f"{where}: plan_update needs a title")
+        elif kind == "blocks":
+            problems.extend(f"{where}: {p}" for p in validate_blocks(chunk.get("blocks")))
+        else:
+            problems.append(f"{where}: unknown chunk type {kind!r}")
+    return problems
+
+
 def validate_blocks(blocks: Any) -> list[str]:
     """Problems Slack would report as `invalid_blocks` for a message's blocks (empty: fine)."""
     if not isinstance(blocks, list):
@@ -531,6 +589,9 @@ class FakeSlack:
         self.views: dict[str, dict[str, Any]] = {}
         self.home_views: dict[str, dict[str, Any]] = {}
         self.assistant_threads: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pinned_prompts: dict[str, dict[str, Any]] = {}  # DM channel -> prompts on its Messages tab
+        self._holds: dict[str, asyncio.Event] = {}
+        self.held_calls: dict[str, int] = {}  # calls waiting (or that waited) on a hold
         self.envelopes: list[Envelope] = []
         self.acks: list[Ack] = []
         self.socket_connected = asyncio.Event()
@@ -801,6 +862,12 @@ class FakeSlack:
         self._failures.append(rule)
         return rule
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls to ``method`` wait (unanswered) until the returned event is set: a slow Slack, on cue.
+        They are recorded once answered."""
+        gate = self._holds[method] = asyncio.Event()
+        return gate
+
     def clear_failures(self) -> None:
         self._failures.clear()
 
@@ -853,6 +920,11 @@ class FakeSlack:
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        gate = self._holds.get(method)
+        if gate is not None:
+            self.held_calls[method] = self.held_calls.get(method, 0) + 1
+            self._touch()
+            await gate.wait()
         try:
             args = await self._read_args(request)
         except _ApiError as exc:
@@ -1060,6 +1132,13 @@ class FakeSlack:
             elif isinstance(chunk, dict):
                 message.chunks.append(chunk)
 
+    def _check_chunks(self, req: _Request) -> None:
+        chunks = req.get("chunks")
+        if chunks is not None:
+            problems = validate_chunks(chunks)
+            if problems:
+                raise _ApiError("invalid_arguments", response_metadata={"messages": problems})
+
     def _streaming(self, req: _Request) -> StoredMessage:
         channel = req.require("channel", "channel_not_found")
         message = self._find(channel, req.require("ts", "message_not_found"))
@@ -1192,9 +1271,16 @@ class FakeSlack:
                 "invalid_arguments",
                 response_metadata={"messages": ["recipient_user_id and recipient_team_id are required in channels"]},
             )
+        mode = req.get("task_display_mode")
+        if mode is not None and mode not in TASK_DISPLAY_MODES:
+            raise _ApiError(
+                "invalid_arguments", response_metadata={"messages": ["task_display_mode: timeline or plan"]}
+            )
+        self._check_chunks(req)
         message = self._bot_message(req, channel, text="", thread_ts=thread_ts)
         message.blocks = None
         message.stream_state = "streaming"
+        message.task_display_mode = str(mode or "timeline")
         self._append_stream_content(message, req)
         return {"channel": channel, "ts": message.ts}
 
@@ -1202,6 +1288,7 @@ class FakeSlack:
         message = self._streaming(req)
         if req.get("markdown_text") is None and not req.get("chunks"):
             raise _ApiError("invalid_arguments", response_metadata={"messages": ["markdown_text or chunks required"]})
+        self._check_chunks(req)
         self._append_stream_content(message, req)
         if len(message.text) > MAX_TEXT:
             raise _ApiError("msg_too_long")
@@ -1212,6 +1299,7 @@ class FakeSlack:
         blocks = req.get("blocks")
         self._check_content(message.text, blocks)
         self._check_metadata(req.get("metadata"))
+        self._check_chunks(req)
         self._append_stream_content(message, req)
         if blocks is not None:
             message.blocks = blocks
@@ -1487,7 +1575,15 @@ class FakeSlack:
         return {}
 
     def _assistant_set_prompts(self, req: _Request) -> dict[str, Any]:
-        state = self._assistant_thread(req)
+        if req.get("thread_ts") is None:
+            # The agent messaging experience: prompts pinned at the top of the DM's Messages tab.
+            # Only a DM with the app has one; elsewhere the thread is still required.
+            channel = req.require("channel_id", "channel_not_found")
+            if self.channel_kind(channel) != "im":
+                raise _ApiError("invalid_arguments", response_metadata={"messages": ["thread_ts is required here"]})
+            state = self.pinned_prompts.setdefault(channel, {})
+        else:
+            state = self._assistant_thread(req)
         prompts = req.get("prompts")
         if not isinstance(prompts, list) or not prompts:
             raise _ApiError("invalid_arguments", response_metadata={"messages": ["prompts must be a non-empty array"]})
