@@ -284,18 +284,23 @@ class ReplyPoster:
         async with self._lock:
             try:
                 if self.ts is None:
-                    resp = await self.client.chat_startStream(
-                        channel=self.channel,
-                        thread_ts=self.thread_ts,
-                        task_display_mode="plan",
-                        chunks=[chunk],
-                        **self._recipients(),
-                    )
+                    try:
+                        resp = await self.client.chat_startStream(
+                            channel=self.channel,
+                            thread_ts=self.thread_ts,
+                            task_display_mode="plan",
+                            chunks=[chunk],
+                            **self._recipients(),
+                        )
+                        ts = message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
+                    except Exception as exc:
+                        # As for text: a stream Slack made although the call failed is adopted, not doubled.
+                        found = await self._find_started_stream("") if is_transient(exc) else None
+                        if found is None:
+                            raise
+                        ts = found
                     self._streaming = True
-                    await self._first_post(
-                        message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts),
-                        visible=False,
-                    )
+                    await self._first_post(ts, visible=False)
                 elif self._streaming:
                     await self.client.chat_appendStream(channel=self.channel, ts=self.ts, chunks=[chunk])
             except Exception as exc:  # cosmetic: a refusal or a network error only ends the steps
