@@ -162,7 +162,7 @@ async def offer_prompts(
             client,
             channel=channel,
             thread_ts=thread_ts,
-            title=t("assistant.suggested_title", settings.language),
+            title=t("assistant.suggested_title", lang),
             prompts=[p.as_slack() for p in prompts],
         )
     except SlackApiError as exc:
