@@ -348,6 +348,8 @@ class ReplyPoster:
             except SlackApiError as exc:  # progress is best effort; the final render reports for real
                 log.warning("progress update failed", extra={"channel": self.channel, "error": _error_code(exc)})
                 log.debug("progress update refused", extra={"channel": self.channel, "response": exc.response.data})
+            except SlackPostError as exc:  # Slack said no (not_in_channel...): its error, not a traceback
+                log.warning("progress update failed", extra={"channel": self.channel, "error": exc.error})
             except Exception:
                 log.warning("progress update failed", exc_info=True, extra={"channel": self.channel})
             interval = self.append_interval if self.mode == "stream" else self.update_interval
