@@ -664,3 +664,32 @@ async def test_a_failed_post_leaves_the_window_free(tmp_path: Path, slack: FakeS
     store = Store(db)
     assert store.query("SELECT * FROM digests") == []
     store.close()
+
+
+async def test_the_digest_speaks_archbot_language(tmp_path: Path, store: Store, model: FakeAnthropic) -> None:
+    seed(store)
+    since, until = window()
+    data = await collect_digest(store, settings_for(tmp_path, language="zh"), since=since, until=until)
+    assert {o.note for o in data.open_questions} == {"等待补充信息", "回答被标记 👎"}
+    assert "已评审：Split billing into its own service" in [d.text for d in data.decisions]
+    text = render_markdown(data)
+    assert text.startswith("# 架构周报 · ")
+    for expected in ("## 本周数据", "## 已回答的话题", "## 决定", "## 待解决的问题", "## 知识缺口", "**文档不一致：**"):
+        assert expected in text, expected
+    for english in ("Threads answered", "Knowledge gaps", "Docs disagree", "private or direct-message"):
+        assert english not in text, english
+    messages = render_slack_messages(data)
+    assert messages[0].blocks[0]["text"]["text"].startswith("架构周报 · ")
+    assert messages[0].text.startswith("架构周报")
+    # with a model, the summary is asked for in that language
+    settings = settings_for(
+        tmp_path, language="zh", anthropic_api_key="sk-ant-fake-0123456789abcdef", anthropic_base_url=model.base_url
+    )
+    await build_digest(settings, store, None, None, since=since, until=until)
+    request = model.message_requests[-1].body
+    assert request is not None and "请用简体中文写这些要点。" in json.dumps(request, ensure_ascii=False)
+
+
+def test_format_range_in_chinese() -> None:
+    since = datetime(2025, 3, 24, 9, tzinfo=UTC)
+    assert format_range(since, since + timedelta(days=7), "zh") == "2025年3月24日 – 3月31日"

@@ -36,6 +36,7 @@ from bot.digest.data import (
     one_line,
     plain_text,
 )
+from bot.i18n import DEFAULT_LANG, Lang, t
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -208,12 +209,13 @@ def _select(
     feedback: dict[int, dict[str, int]],
     last_in_thread: dict[ThreadKey, float],
     names: dict[str, str],
+    lang: Lang = DEFAULT_LANG,
 ) -> tuple[dict[str, list[ThreadItem]], list[Item], list[Item], list[GapItem]]:
     """Group the threads by topic and pick the decisions, open questions and gaps (no I/O)."""
     topics: dict[str, list[ThreadItem]] = {}
     display: dict[str, str] = {}
-    for t in threads.values():
-        topics.setdefault(display.setdefault(t.topic.casefold(), t.topic), []).append(t)
+    for thread in threads.values():
+        topics.setdefault(display.setdefault(thread.topic.casefold(), thread.topic), []).append(thread)
     topics = dict(sorted(topics.items(), key=lambda kv: (kv[0] == OTHER_TOPIC, -len(kv[1]), kv[0].casefold())))
 
     decisions: list[Item] = []
@@ -221,12 +223,12 @@ def _select(
     gap_items: list[GapItem] = []
     seen: set[tuple[ThreadKey, str]] = set()
     seen_gaps: set[tuple[str, str]] = set()
-    for key, t in threads.items():
+    for key, thread in threads.items():
         items = by_thread[key]
         for a in items:
             decision = one_line(plain_text(a.decision or "", names), 240)
             if a.kind == "review":
-                text, note = decision or f"Reviewed: {t.line}", "review"
+                text, note = decision or t("digest.reviewed", lang, line=thread.line), t("digest.note_review", lang)
             elif decision:
                 text, note = decision, ""
             else:
@@ -236,9 +238,9 @@ def _select(
                 decisions.append(Item(text=text, note=note, key=key))
         last = items[-1]
         if last.kind == "clarify" and last_in_thread.get(key, 0.0) <= last.created_at:
-            open_questions.append(Item(text=t.line, note="waiting for details", key=key))
+            open_questions.append(Item(text=thread.line, note=t("digest.note_waiting", lang), key=key))
         elif any(feedback.get(a.id, {}).get("down", 0) for a in items):
-            open_questions.append(Item(text=t.line, note="answer marked 👎", key=key))
+            open_questions.append(Item(text=thread.line, note=t("digest.note_downvoted", lang), key=key))
         for a in items:
             files = sorted({doc_label(x["source"] or "", x["path"]) for x in sources.get(a.id, [])})
             for g in gaps.get(a.id, []):
@@ -256,7 +258,7 @@ def _shown_keys(
 ) -> list[ThreadKey]:
     """The threads the rendered digest links to (what `build_sections` will show)."""
     shown, _, _ = listing(topics)
-    keys: list[ThreadKey] = [(t.channel, t.thread_ts) for _, items, _ in shown for t in items]
+    keys: list[ThreadKey] = [(item.channel, item.thread_ts) for _, items, _ in shown for item in items]
     for group in (decisions, open_questions, gaps):
         keys.extend(i.key for i in group[:MAX_ITEMS] if i.key is not None)
     return list(dict.fromkeys(keys))
@@ -276,7 +278,7 @@ async def collect_digest(
     unknown type are left out. With it, permalinks are fetched for the threads shown only.
     """
     zone = settings.zone
-    data = DigestData(since=since.astimezone(zone), until=until.astimezone(zone))
+    data = DigestData(since=since.astimezone(zone), until=until.astimezone(zone), lang=settings.language)
     answers = store.answers_since(since.timestamp(), until.timestamp())
     visible = await _visible_channels(answers, settings, slack, data)
     answers = [a for a in answers if a.channel in visible]
@@ -327,6 +329,7 @@ async def collect_digest(
             feedback=feedback,
             last_in_thread=last_in_thread,
             names=names,
+            lang=settings.language,
         )
 
     topics, decisions, open_questions, gap_items = select()

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from bot.i18n import DEFAULT_LANG, Lang
+
 LINE_CHARS = 160  # one line per thread
 THREADS_PER_TOPIC = 12
 MAX_LISTED_THREADS = 150  # threads listed under topics; the rest are counted
@@ -88,6 +90,7 @@ class DigestData:
     private_left_out: int = 0  # threads from private channels / DMs not shown (a count only)
     summary: str | None = None
     summary_failed: bool = False
+    lang: Lang = DEFAULT_LANG  # ARCHBOT_LANGUAGE: the digest's headings and labels
 
     @property
     def empty(self) -> bool:
@@ -127,11 +130,18 @@ def _topic_from_path(path: str) -> str:
     return words[:1].upper() + words[1:] if words else OTHER_TOPIC
 
 
-def format_range(since: datetime, until: datetime) -> str:
-    """`3 Mar – 9 Mar 2025` (the end is exclusive, so the last day shown is the day before it)."""
+def format_range(since: datetime, until: datetime, lang: Lang = DEFAULT_LANG) -> str:
+    """`3 Mar – 9 Mar 2025` (the end is exclusive, so the last day shown is the day before it);
+    in Chinese `2025年3月3日 – 3月9日`."""
     last = until - timedelta(seconds=1)
     if last < since:
         last = since
+    if lang == "zh":
+        first = f"{since.year}年{since.month}月{since.day}日"
+        if since.date() == last.date():
+            return first
+        end = f"{last.month}月{last.day}日" if since.year == last.year else f"{last.year}年{last.month}月{last.day}日"
+        return f"{first} – {end}"
     if since.year != last.year:
         return f"{since:%-d %b %Y} – {last:%-d %b %Y}"
     if since.date() == last.date():

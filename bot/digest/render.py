@@ -2,7 +2,8 @@
 
 Slack limits are respected: section text ≤ 3000 characters, ≤ 50 blocks and a short `text`
 fallback per message; a digest too long for one message becomes a parent message (title,
-summary, numbers) with the detailed sections as replies in its thread.
+summary, numbers) with the detailed sections as replies in its thread. Headings and labels come
+from the catalogue (`bot.i18n`) in the digest's language (`ARCHBOT_LANGUAGE`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.digest.data import MAX_ITEMS, DigestData, format_range, listing
+from bot.digest.data import MAX_ITEMS, OTHER_TOPIC, DigestData, format_range, listing
+from bot.i18n import Lang, t
 
 SECTION_LIMIT = 3000  # Slack: a section block's text
 MAX_BLOCKS = 50  # Slack: blocks per message
@@ -19,13 +21,7 @@ TEXT_LIMIT = 40_000  # Slack: `text` per message
 MESSAGE_CHARS = 11_000  # our own cap per message, so a digest reads without "show more" walls
 FALLBACK_CHARS = 300  # notification text
 
-SKIP_LABELS: dict[str, tuple[str, str]] = {  # reason -> (one, several)
-    "deleted": ("deleted thread", "deleted threads"),
-    "channel_left": ("thread in a channel the bot left", "threads in channels the bot left"),
-    "channel_check_failed": ("thread whose channel check failed", "threads whose channel check failed"),
-    "unverified": ("thread from a channel not verified as public", "threads from channels not verified as public"),
-    "permalink_failed": ("thread whose permalink failed", "threads whose permalink failed"),
-}
+SKIP_REASONS = ("deleted", "channel_left", "channel_check_failed", "unverified", "permalink_failed")
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
@@ -54,19 +50,25 @@ class Section:
     detail: bool = True  # False: stays in the parent message when the digest is split
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def _count(n: int, noun: str, lang: Lang) -> str:
+    """`1 thread`, `2 threads`: the catalogue's `digest.<noun>_one` / `_many`."""
+    return t(f"digest.{noun}_{'one' if n == 1 else 'many'}", lang, n=n)
 
 
-def _more(total: int) -> list[str]:
-    return [f"- …and {total - MAX_ITEMS} more"] if total > MAX_ITEMS else []
+def _more(total: int, lang: Lang) -> list[str]:
+    return [t("digest.more", lang, n=total - MAX_ITEMS)] if total > MAX_ITEMS else []
+
+
+def _skip_label(reason: str, n: int, lang: Lang) -> str:
+    return _count(n, f"skip_{reason}", lang) if reason in SKIP_REASONS else f"{n} {reason}"
 
 
 def build_sections(data: DigestData) -> list[Section]:
     """The digest as titled markdown sections (shared by the markdown print and the Slack post)."""
+    lang = data.lang
     sections: list[Section] = []
     if data.summary:
-        sections.append(Section("This week", data.summary.splitlines(), detail=False))
+        sections.append(Section(t("digest.this_week", lang), data.summary.splitlines(), detail=False))
     n = data.numbers
     latency = (
         "–"
@@ -76,13 +78,20 @@ def build_sections(data: DigestData) -> list[Section]:
     cost = f"{'~' if n.cost_estimated else ''}${n.cost_usd:.2f}"
     sections.append(
         Section(
-            "The week in numbers",
+            t("digest.numbers", lang),
             [
-                f"- Questions: {n.questions} in {_count(n.threads, 'thread')} ({n.answered} answered, "
-                f"{_count(n.clarifications, 'clarification')}, {n.failures} failed)",
-                f"- Median answer time: {latency}",
-                f"- Feedback: 👍 {n.thumbs_up} · 👎 {n.thumbs_down}",
-                f"- Tokens: {n.tokens:,} · cost {cost}",
+                t(
+                    "digest.questions_line",
+                    lang,
+                    questions=n.questions,
+                    threads=_count(n.threads, "thread", lang),
+                    answered=n.answered,
+                    clarifications=_count(n.clarifications, "clarification", lang),
+                    failures=n.failures,
+                ),
+                t("digest.latency_line", lang, latency=latency),
+                t("digest.feedback_line", lang, up=n.thumbs_up, down=n.thumbs_down),
+                t("digest.tokens_line", lang, tokens=f"{n.tokens:,}", cost=cost),
             ],
             detail=False,
         )
@@ -93,33 +102,36 @@ def build_sections(data: DigestData) -> list[Section]:
         for topic, items, more in shown:
             if lines:
                 lines.append("")  # a blank line, so the heading does not continue the list above
-            lines.append(f"**{md_escape(topic)}** ({len(items) + more})")
-            lines.extend(f"- {_md_link(md_escape(t.line), t.permalink)}" for t in items)
+            name = t("digest.other_topic", lang) if topic == OTHER_TOPIC else topic
+            lines.append(f"**{md_escape(name)}** ({len(items) + more})")
+            lines.extend(f"- {_md_link(md_escape(item.line), item.permalink)}" for item in items)
             if more:
-                lines.append(f"- …and {more} more")
+                lines.append(t("digest.more", lang, n=more))
         if left_threads:
-            lines += ["", f"…and {_count(left_threads, 'thread')} in {_count(left_topics, 'other topic')}."]
-        sections.append(Section("Threads answered", lines))
+            threads, topics = _count(left_threads, "thread", lang), _count(left_topics, "topic", lang)
+            lines += ["", t("digest.more_threads", lang, threads=threads, topics=topics)]
+        sections.append(Section(t("digest.threads_answered", lang), lines))
     if data.decisions:
         lines = [
             f"- {_md_link(md_escape(d.text), d.permalink)}" + (f" _({d.note})_" if d.note else "")
             for d in data.decisions[:MAX_ITEMS]
         ]
-        sections.append(Section("Decisions", lines + _more(len(data.decisions))))
+        sections.append(Section(t("digest.decisions", lang), lines + _more(len(data.decisions), lang)))
     if data.open_questions:
         lines = [f"- {_md_link(md_escape(o.text), o.permalink)} _({o.note})_" for o in data.open_questions[:MAX_ITEMS]]
-        sections.append(Section("Open questions", lines + _more(len(data.open_questions))))
+        sections.append(Section(t("digest.open_questions", lang), lines + _more(len(data.open_questions), lang)))
     if data.gaps:
         lines = []
         for g in data.gaps[:MAX_ITEMS]:
-            label = "Docs disagree" if g.kind == "conflict" else "Not in the docs"
-            files = ", ".join(f"`{f}`" for f in g.files) if g.files else "no document covers this yet"
-            lines.append(f"- **{label}:** {_md_link(md_escape(g.description), g.permalink)} (fix: {files})")
-        sections.append(Section("Knowledge gaps", lines + _more(len(data.gaps))))
+            label = t("digest.conflict" if g.kind == "conflict" else "digest.gap", lang)
+            files = ", ".join(f"`{f}`" for f in g.files) if g.files else t("digest.no_document", lang)
+            description = _md_link(md_escape(g.description), g.permalink)
+            lines.append(t("digest.gap_line", lang, label=label, description=description, files=files))
+        sections.append(Section(t("digest.gaps", lang), lines + _more(len(data.gaps), lang)))
     if data.top_docs:
         sections.append(
             Section(
-                "Most-cited docs",
+                t("digest.top_docs", lang),
                 [f"- {_md_link(md_escape(d.label), d.url)} ({d.count})" for d in data.top_docs],
             )
         )
@@ -127,31 +139,29 @@ def build_sections(data: DigestData) -> list[Section]:
 
 
 def build_footer(data: DigestData) -> str:
+    lang = data.lang
     parts: list[str] = []
     if data.skipped:
-        skipped = ", ".join(
-            f"{n} {SKIP_LABELS.get(reason, (reason, reason))[0 if n == 1 else 1]}"
-            for reason, n in sorted(data.skipped.items())
-        )
-        parts.append(f"Skipped: {skipped}.")
+        skipped = ", ".join(_skip_label(reason, n, lang) for reason, n in sorted(data.skipped.items()))
+        parts.append(t("digest.skipped", lang, items=skipped))
     if data.private_left_out:
-        parts.append(f"{data.private_left_out} private or direct-message thread(s) left out.")
+        parts.append(t("digest.private_left_out", lang, n=data.private_left_out))
     if data.summary:
-        parts.append("Summary written by Claude from the threads listed.")
+        parts.append(t("digest.summary_by_model", lang))
     elif data.summary_failed:
-        parts.append("Plain digest: the model was not available.")
+        parts.append(t("digest.summary_failed", lang))
     return " ".join(parts)
 
 
 def title(data: DigestData) -> str:
-    return f"Architecture digest · {format_range(data.since, data.until)}"
+    return t("digest.title", data.lang, range=format_range(data.since, data.until, data.lang))
 
 
 def render_markdown(data: DigestData) -> str:
     """The digest as one markdown document (for `archbot digest --dry-run`)."""
     out = [f"# {title(data)}", ""]
     if data.empty:
-        out += ["No architecture questions in this period.", ""]
+        out += [t("digest.empty", data.lang), ""]
     for s in build_sections(data):
         out += [f"## {s.title}", "", *s.lines, ""]
     footer = build_footer(data)
@@ -228,12 +238,10 @@ def render_slack_messages(data: DigestData) -> list[SlackMessage]:
         [{"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text[:3000]}]}] if footer_text else []
     )
     empty: list[dict[str, Any]] = (
-        [{"type": "section", "text": {"type": "mrkdwn", "text": "No architecture questions in this period."}}]
-        if data.empty
-        else []
+        [{"type": "section", "text": {"type": "mrkdwn", "text": t("digest.empty", data.lang)}}] if data.empty else []
     )
     n = data.numbers
-    summary_line = f"{head}: {n.questions} questions, {len(data.gaps)} knowledge gaps"
+    summary_line = t("digest.summary_line", data.lang, title=head, questions=n.questions, gaps=len(data.gaps))
 
     every: list[dict[str, Any]] = [header, *empty]
     for s in sections:
@@ -246,7 +254,8 @@ def render_slack_messages(data: DigestData) -> list[SlackMessage]:
     for s in sections:
         if not s.detail:
             parent += _section_blocks(s)
-    parent.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "The details are in the thread."}]})
+    details = t("digest.details_in_thread", data.lang)
+    parent.append({"type": "context", "elements": [{"type": "mrkdwn", "text": details}]})
     parent += footer
     messages = [SlackMessage(text=_fallback(summary_line), blocks=parent[:MAX_BLOCKS])]
     current: list[dict[str, Any]] = []
@@ -262,5 +271,5 @@ def render_slack_messages(data: DigestData) -> list[SlackMessage]:
         messages.append(SlackMessage(text="", blocks=current))
     total = len(messages) - 1
     for i, m in enumerate(messages[1:], start=1):
-        m.text = _fallback(f"{head} (part {i} of {total})")
+        m.text = _fallback(t("digest.part", data.lang, title=head, i=i, n=total))
     return messages

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import PROMPTS_DIR
 from bot.digest.collect import collect_digest
 from bot.digest.data import MAX_ITEMS, DigestData, format_range, listing
+from bot.i18n import t
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -39,11 +40,12 @@ def summary_system() -> str:
 
 def build_summary_request(data: DigestData) -> str:
     """The material the model summarises: the digest's own (filtered) data, without links."""
-    lines = [f"Period: {format_range(data.since, data.until)}", "", "Questions by topic:"]
+    lines = [t("digest.write_in", data.lang), "", f"Period: {format_range(data.since, data.until)}", ""]
+    lines.append("Questions by topic:")
     shown, left_threads, left_topics = listing(data.topics)
     for topic, items, more in shown:
         lines.append(f"- {topic} ({len(items) + more})")
-        lines.extend(f"  - {t.line}" for t in items)
+        lines.extend(f"  - {item.line}" for item in items)
     if left_threads:
         lines.append(f"- {left_threads} more threads in {left_topics} other topics")
     if data.decisions:
