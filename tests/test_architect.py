@@ -132,6 +132,23 @@ async def test_streams_text_and_calls_on_text_with_the_full_text(fake: FakeAnthr
     assert record_request["system"] == answer_request["system"] and record_request["tools"] == answer_request["tools"]
 
 
+async def test_the_record_request_of_a_follow_up_repeats_what_people_said_not_the_earlier_answers(
+    fake: FakeAnthropic, architect: Architect
+) -> None:
+    earlier_answer = "A long earlier answer about outboxes and relays. " * 40
+    turns = [
+        Turn("user", "Should billing use an outbox?"),
+        Turn("assistant", earlier_answer),
+        Turn("user", "We decided: outbox in billing only. How do we drain it?"),
+    ]
+    await architect.respond(turns=turns, hits=HITS)
+    record_request = fake.message_requests[-1].body
+    sent = json.dumps(record_request["messages"], ensure_ascii=False)
+    assert "Should billing use an outbox?" in sent and "We decided: outbox in billing only." in sent
+    assert "A long earlier answer" not in sent
+    assert [m["role"] for m in record_request["messages"]] == ["user", "assistant", "user"]
+
+
 async def test_the_record_request_lists_the_passages_instead_of_resending_them(
     fake: FakeAnthropic, settings: Settings
 ) -> None:

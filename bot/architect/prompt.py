@@ -33,6 +33,8 @@ CACHE_MARK = {"type": "ephemeral"}
 PASSAGE_MAX_CHARS = 1800
 PASSAGES_MAX_TOTAL_CHARS = 12_000
 BLOCK_TARGET_CHARS = 400  # citable unit inside a passage: paragraphs merged up to about this size
+RECORD_EARLIER_TURNS = 4  # earlier user messages the record request repeats (not the earlier answers)
+RECORD_EARLIER_CHARS = 600
 THREAD_START = "(The thread starts with your earlier message, below.)"
 NOTE_NAMES = (
     "no_profile",
@@ -44,6 +46,7 @@ NOTE_NAMES = (
     "review",
     "record",
     "record_sources",
+    "record_earlier",
     "repair_invalid",
     "repair_missing",
 )
@@ -281,13 +284,19 @@ def build_record_messages(
 ) -> list[dict[str, Any]]:
     """The short conversation in which the model records the reply it just wrote.
 
-    The record describes the reply, so it gets the reply (with its `[n]` markers), the question,
-    and the list of passages by `source` and title, not the passages again: they changed with the
-    question and the answer request's message cache cannot be read here (its `tool_choice`
-    differs), so re-sending them would cost their full price a second time. The prefix (tools and
-    system) is the same as the answer's and is read from the cache.
+    The record describes the reply, so it gets the reply (with its `[n]` markers), the question
+    (after what people wrote earlier in the thread, without the earlier answers) and the list of
+    passages by `source` and title, not the passages again: they changed with the question and
+    the answer request's message cache cannot be read here (its `tool_choice` differs), so
+    re-sending them would cost their full price a second time. The prefix (tools and system) is
+    the same as the answer's and is read from the cache.
     """
-    question = clean_turns(turns)[-1].text
+    clean = clean_turns(turns)
+    question = clean[-1].text
+    if earlier := [t.text for t in clean[:-1] if t.role == "user" and t.text != THREAD_START][-RECORD_EARLIER_TURNS:]:
+        # what people said earlier (short, unlike earlier answers): a decision may have been taken there
+        said = "\n\n".join(_trim(text, RECORD_EARLIER_CHARS) for text in earlier)
+        question = f"{notes['record_earlier']}\n\n{said}\n\n---\n\n{question}"
     listed = "\n".join(f"- `{hit.ref}` — {passage_title(hit)}" for hit in sent) or "- (none)"
     legend = "; ".join(f"[{c.number}] `{c.url or c.path}`" for c in citations if c.number)
     record_note = notes["record"] + (f"\n\nThe markers in your reply: {legend}." if legend else "")
