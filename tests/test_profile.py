@@ -38,7 +38,7 @@ def test_offline_draft_lists_the_services_with_citations(tmp_path: Path) -> None
     out = result.stdout
     assert out.splitlines()[0].startswith("<!--") and DRAFT_MARKER in out.splitlines()[0]
     orders = line_for(out, "**orders-service**")
-    assert "port 4101" in orders and "Orders and checkout" in orders
+    assert "port 4101" in orders and "Orders and checkout" in orders and "database `acme_orders`" in orders
     assert "`backend/orders-service/README.md`" in orders and "`docs/ARCHITECTURE.md`" in orders
     assert "port 4102" in line_for(out, "**payments-service**")
     assert "port 4100" in line_for(out, "**api-gateway**")

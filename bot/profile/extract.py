@@ -125,6 +125,7 @@ class Service:
     description: str = ""
     readme: str | None = None
     from_folder: bool = False
+    database: str | None = None  # the database named after it, when the docs name one
 
 
 @dataclass
@@ -426,9 +427,8 @@ def _count_terms(docs: Sequence[Doc], terms: Sequence[tuple[str, tuple[str, ...]
     return found
 
 
-def extract_infrastructure(docs: Sequence[Doc], min_docs: int) -> dict[str, list[Fact]]:
-    kinds = {label: kind for label, _, kind in INFRA}
-    found = _count_terms(docs, [(label, keywords) for label, keywords, _ in INFRA])
+def extract_databases(docs: Sequence[Doc]) -> dict[str, Counter[str]]:
+    """Database names (`snake_case` on lines about databases) → the docs naming them."""
     databases: dict[str, Counter[str]] = defaultdict(Counter)
     for doc in docs:
         for line in _lines(doc):
@@ -438,6 +438,30 @@ def extract_infrastructure(docs: Sequence[Doc], min_docs: int) -> dict[str, list
                 name = m.group(1) or m.group(2)
                 if not METRIC_SUFFIX.search(name) and name.count("_") <= 2:
                     databases[name][doc.path] += 1
+    return databases
+
+
+def attach_databases(services: Sequence[Service], databases: dict[str, Counter[str]], least: int) -> None:
+    """Give each service the database named after it (`cloudphone_user` → user-service), when one is."""
+    for service in services:
+        stem = service.name.rsplit("-", 1)[0].replace("-", "_")
+        stems = {stem, stem[:-1] if stem.endswith("s") and len(stem) > 4 else stem, stem.split("_")[0]}
+        candidates = [
+            n
+            for n in databases
+            if len(databases[n]) >= least and (n.split("_", 1)[-1] in stems or n.rsplit("_", 1)[-1] in stems)
+        ]
+        if candidates:
+            best = max(candidates, key=lambda n: (len(databases[n]), -len(n)))
+            service.database = best
+            service.paths = list(dict.fromkeys([*service.paths, *ranked(databases[best], 1)]))[: MAX_PATHS + 1]
+
+
+def extract_infrastructure(
+    docs: Sequence[Doc], min_docs: int, databases: dict[str, Counter[str]]
+) -> dict[str, list[Fact]]:
+    kinds = {label: kind for label, _, kind in INFRA}
+    found = _count_terms(docs, [(label, keywords) for label, keywords, _ in INFRA])
     out: dict[str, list[Fact]] = defaultdict(list)
     for label, counts in sorted(found.items(), key=lambda kv: -len(kv[1])):
         if len(counts) < min_docs:
@@ -561,7 +585,9 @@ def extract_profile(docs: Sequence[Doc]) -> Profile:
 def _extract_profile(docs: Sequence[Doc]) -> Profile:
     services, library_dirs = extract_services(docs)
     min_docs = 2 if len(docs) < 40 else 3
-    infra = extract_infrastructure(docs, min_docs)
+    databases = extract_databases(docs)
+    attach_databases(services, databases, 1 if min_docs < 3 else 2)
+    infra = extract_infrastructure(docs, min_docs, databases)
     messaging = extract_messaging(docs, services)
     exchange_heads = {f.text.split("`")[1].split(".")[0] for f in messaging if f.text.startswith("Events go")}
     project = {h for h in exchange_heads if h} | {d.source.lower() for d in docs}

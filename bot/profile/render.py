@@ -32,6 +32,8 @@ def service_line(service: Service) -> str:
                 f"{port} in {', '.join(f'`{p}`' for p in paths)}" for port, paths in service.other_ports.items()
             )
             line += f" (other docs say {others}: settle it)"
+    if service.database:
+        line += f", database `{service.database}`"
     if service.description:
         line += f": {service.description.rstrip('.')}."
     elif not service.from_folder and service.port is None:
