@@ -285,3 +285,33 @@ async def test_feedback_on_a_chinese_answer_is_thanked_in_chinese(
         assert (await post_interactive(url(bot), slack.signing_secret, click("U6", "down")))[0] == 200
         opened = await slack.wait_for(lambda f: f.calls_to("views.open"))
         assert opened[0].args["view"]["title"]["text"] == "缺了什么？"
+
+
+async def test_a_follow_up_sends_the_earlier_answer_without_its_quotes(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    from bot.retrieval import index_sources
+
+    settings = bot_settings(tmp_path, slack, model, docs=[team_docs(tmp_path)])
+    await asyncio.to_thread(index_sources, settings)
+    model.script(
+        Reply(
+            text=[
+                Segment("Device events use `device.connection.lost`.", [Cite(search_result_index=0, cited_text=QUOTE)])
+            ]
+        ),
+        Reply(tool_use=ToolUse(name="record_reply", input={"kind": "answer"})),
+    )
+    async with running_bot(settings) as bot:
+        parent = await ask(bot, slack, "Which routing key does the connection-lost event use?")
+        first = (await wait_answers(slack, "C1", parent.ts))[0]
+        assert f"   > “{QUOTE}”" in message_text(first)
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        reply = slack.add_message("C1", "and who consumes it?", user="U1", thread_ts=parent.ts)
+        event = message_event(reply.text, channel="C1", user="U1", ts=reply.ts, thread_ts=parent.ts)
+        assert (await post_event(url(bot), slack.signing_secret, event_callback(event)))[0] == 200
+        await wait_answers(slack, "C1", parent.ts, n=2)
+        earlier = next(m for m in stream_requests(model)[-1]["messages"] if m["role"] == "assistant")
+        text = earlier["content"] if isinstance(earlier["content"], str) else str(earlier["content"])
+        assert "Device events use `device.connection.lost`. [1]" in text and "**Sources**" in text
+        assert QUOTE not in text

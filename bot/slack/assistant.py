@@ -36,7 +36,6 @@ MAX_PROMPTS = 4
 DOC_PROMPTS = 2  # at most this many come from doc titles; the rest stay general
 TITLE_CHARS = 60
 THINKING_STATUS = t("assistant.thinking")
-SUGGESTED_TITLE = t("assistant.suggested_title")
 # Broad queries that surface a team's design documents, whatever the team calls them.
 SEED_QUERIES = ("architecture overview", "design decision", "service boundaries", "deployment", "架构 设计")
 _JUNK_TITLE = re.compile(

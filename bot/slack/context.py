@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.render import without_quotes
 from bot.store_async import AsyncStore
 from bot.types import Turn
 
@@ -174,7 +175,7 @@ async def build_turns(
         if is_ours:
             if text.startswith(FAILURE_PREFIX) or not text.strip():
                 continue  # our failure notices are not part of the conversation
-            raw.append(("assistant", text.strip()))
+            raw.append(("assistant", without_quotes(text).strip()))
             continue
         mention_names = {}
         if names is not None:

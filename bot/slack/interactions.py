@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 REVIEW_CALLBACK = "arch_review_modal"
 FEEDBACK_CALLBACK = "archbot_feedback_comment"
 REVIEW_QUEUED = t("review.queued")
-STORE_BUSY = t("store.busy")
 REVIEW_FIELDS = (("title", False, False), ("proposal", True, False), ("context", True, True), ("concerns", True, True))
 
 

@@ -36,8 +36,6 @@ FALLBACK_LIMIT = 3_000  # notification text: short is better
 FEEDBACK_ACTION_ID = "archbot_feedback"
 _md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
-FAILURE_TEXT = t("failure.model")
-INTERNAL_FAILURE_TEXT = t("failure.internal")
 QUOTE_WIDTH = 200  # a quoted passage under a source: about two lines (a CJK character counts 2)
 MAX_NUMBERED = 20
 MAX_LISTED = 8
@@ -341,6 +339,15 @@ def render_sources_markdown(citations: list[Citation], *, lang: Lang = DEFAULT_L
         else:
             lines += [f"{i}. {_source_link(c)}" for i, c in enumerate(listed, 1)]
     return "\n".join(lines)
+
+
+_QUOTE_LINE = re.compile(r"^   > “.*”$\n?", re.MULTILINE)
+
+
+def without_quotes(markdown: str) -> str:
+    """An answer as the model reads it back in a thread: the quoted passages under its sources are
+    dropped (the passages are retrieved again; the paths and [n] markers stay)."""
+    return _QUOTE_LINE.sub("", markdown)
 
 
 def _ref(path: str, numbered: dict[str, int]) -> str:
