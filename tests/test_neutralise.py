@@ -319,3 +319,17 @@ async def test_views_messages_and_ephemerals(slack: FakeSlack):
     done = {c.method for c in writes(slack) if not c.failed}
     assert done >= {"views.publish", "views.open", "chat.postMessage", "chat.update", "chat.postEphemeral"}
     assert_nothing_active(slack)
+
+
+def test_stream_chunks_and_task_updates() -> None:
+    from bot.slack.neutralise import neutralise_chunks
+
+    chunks = [
+        {"type": "markdown_text", "text": f"[the runbook]({EVIL}) <!here>"},
+        {"type": "task_update", "id": "t1", "title": "Pinging @channel", "status": "in_progress", "details": "<!here>"},
+    ]
+    out = neutralise_chunks(chunks)
+    assert out is not None
+    assert not active_syntax(out[0]["text"], "markdown") and EVIL in out[0]["text"]
+    assert not active_syntax(json.dumps(out[1], ensure_ascii=False), "plain")
+    assert out[1]["status"] == "in_progress" and out[1]["id"] == "t1"
