@@ -19,8 +19,6 @@ import click
 
 from bot.config import Settings
 from bot.errors import ModelError
-from bot.i18n import detect_language
-from bot.slack.render import build_answer_body
 from bot.types import Answer, Turn
 
 log = logging.getLogger(__name__)
@@ -41,14 +39,29 @@ def ask_command(settings: Settings, question: str) -> int:
     return 0 if answer.kind != "failure" else 1
 
 
+def _index(settings: Settings, *, first: bool) -> None:
+    """Bring the index up to date. The first time (a new database) it reads every doc, which takes a
+    while on a large folder: say so on stderr, with a progress bar on a terminal, then a summary."""
+    from bot.retrieval.index import index_sources
+
+    if not first:
+        index_sources(settings)
+        return
+    folders = ", ".join(["knowledge/", *(str(p) for p in settings.docs)])
+    click.echo(f"archbot: first run on {settings.db_path}: indexing {folders}…", err=True)
+    report = index_sources(settings, progress=sys.stderr.isatty())
+    click.echo(f"archbot: {report.summary()}", err=True)
+
+
 async def ask(settings: Settings, question: str, *, stream: bool = False) -> Answer:
-    from bot.retrieval import build_searcher, index_sources
+    from bot.retrieval import build_searcher
 
     searcher = build_searcher(settings)
     # Index when there is nothing yet (a fresh install) or when ARCHBOT_DOCS names the docs; an index
     # built by hand with `archbot index PATH` is left as it is rather than narrowed to knowledge/.
-    if settings.docs or not searcher.info()["chunks"]:
-        await asyncio.to_thread(index_sources, settings)
+    first = not searcher.info()["chunks"]
+    if settings.docs or first:
+        await asyncio.to_thread(_index, settings, first=first)
     hits = await asyncio.to_thread(searcher.search, question, settings.search_k)
 
     if not settings.has_model:
@@ -74,6 +87,9 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
 
     async with Architect(settings) as architect:
         answer = await architect.respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
+    from bot.i18n import detect_language
+    from bot.slack.render import build_answer_body
+
     full = build_answer_body(answer, lang=detect_language(question))
     streamed = shown.strip()
     click.echo(full[len(streamed) :] if streamed and full.startswith(streamed) else full)

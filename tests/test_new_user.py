@@ -196,3 +196,66 @@ async def test_stream_recipient_team_is_the_authors_team_in_slack_connect(
         await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
     [start] = slack.calls_to("chat.startStream")
     assert start.args["recipient_user_id"] == "UEXT" and start.args["recipient_team_id"] == "TPARTNER"
+
+
+# -- item 7: the first `ask`, and what a CLI answer imports -------------------------------------
+def test_first_ask_on_a_new_database_says_it_is_indexing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"ARCHBOT_DB": str(tmp_path / "new.db"), "ANTHROPIC_API_KEY": ""}
+    first = CliRunner().invoke(cli, ["ask", "How do we keep a slow downstream service from taking ours down?"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "first run" in first.stderr and "indexing knowledge/" in first.stderr
+    assert "indexed " in first.stderr and " files" in first.stderr  # the summary once done
+    assert "circuit" in first.stdout.lower() or "bulkhead" in first.stdout.lower()
+    again = CliRunner().invoke(cli, ["ask", "What is a saga?"], env=env)
+    assert again.exit_code == 0 and "first run" not in again.stderr
+
+
+_IMPORTS = """
+import sys
+from bot.cli import main
+sys.argv = ["archbot", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("anthropic", "rjieba", "yaml", "markdown_it", "croniter") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "absent"),
+    [
+        (
+            ["ask", "How do we keep a slow downstream service from taking ours down?"],
+            ("anthropic", "rjieba", "croniter"),
+        ),
+        (["search", "circuit breaker"], ("anthropic", "rjieba", "yaml", "markdown_it", "croniter")),
+    ],
+)
+def test_cli_answers_import_only_what_they_use(tmp_path: Path, command: list[str], absent: tuple[str, ...]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bot.config import Settings
+    from bot.retrieval import index_sources
+
+    index_sources(Settings(db_path=tmp_path / "a.db"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "ARCHBOT_"))}
+    env["ARCHBOT_DB"] = str(tmp_path / "a.db")
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, *command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    heavy = proc.stdout.strip().splitlines()[-1].removeprefix("HEAVY=").split(",")
+    assert not set(heavy) & set(absent), heavy
+
+
+def test_glossary_cuts_match_rjieba() -> None:
+    from bot.retrieval.text import _glossary_cuts, cut_phrase, glossary_phrases
+
+    cuts = _glossary_cuts()
+    stale = [p for p in glossary_phrases() if cuts.get(p) != cut_phrase(p)]
+    assert not stale, f"bot/data/glossary_cuts.tsv is stale ({stale[:3]}…): run python -m bot.retrieval.text"

@@ -17,12 +17,38 @@ then a short request in which the model records the typed facts with the `record
 
 from __future__ import annotations
 
-from bot.architect.client import build_anthropic_client, check_model
-from bot.architect.core import Architect
-from bot.architect.fallback import retrieval_only_answer
-from bot.architect.pricing import cost_usd
-from bot.architect.prompt import wants_direct_answer
-from bot.architect.reply import Reply
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.architect.client import build_anthropic_client, check_model
+    from bot.architect.core import Architect
+    from bot.architect.fallback import retrieval_only_answer
+    from bot.architect.pricing import cost_usd
+    from bot.architect.prompt import wants_direct_answer
+    from bot.architect.reply import Reply
+
+# Each name is imported from its module on first use (PEP 562): the Anthropic SDK takes seconds to
+# import, and `archbot ask` without a key, or the digest without a model, never needs it.
+_HOMES = {
+    "Architect": "core",
+    "Reply": "reply",
+    "build_anthropic_client": "client",
+    "check_model": "client",
+    "cost_usd": "pricing",
+    "retrieval_only_answer": "fallback",
+    "wants_direct_answer": "prompt",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bot.architect' has no attribute {name!r}")
+    value = getattr(import_module(f"bot.architect.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Architect",

@@ -10,16 +10,48 @@ Public interface:
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from bot.config import Settings
-from bot.retrieval.index import IndexReport, index_sources
-from bot.retrieval.rewrite import ModelRewriter, Rewriter, build_rewriter
-from bot.retrieval.search import DocTitle, Searcher
+
+if TYPE_CHECKING:
+    from bot.retrieval.index import IndexReport, index_sources
+    from bot.retrieval.rewrite import ModelRewriter, Rewriter, build_rewriter
+    from bot.retrieval.search import DocTitle, Searcher
+
+# Imported on first use (PEP 562): `archbot search` needs the searcher, not the indexer (YAML,
+# markdown parsing) nor the model rewrite.
+_HOMES = {
+    "IndexReport": "index",
+    "index_sources": "index",
+    "ModelRewriter": "rewrite",
+    "Rewriter": "rewrite",
+    "build_rewriter": "rewrite",
+    "DocTitle": "search",
+    "Searcher": "search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bot.retrieval' has no attribute {name!r}")
+    value = getattr(import_module(f"bot.retrieval.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 def build_searcher(settings: Settings) -> Searcher:
     """A `Searcher` over settings.db_path; with ANTHROPIC_API_KEY set it also ranks a model rewrite
     of each question into both languages (cached; any failure falls back to plain search)."""
-    rewriter = build_rewriter(settings) if settings.has_model and settings.query_rewrite else None
+    from bot.retrieval.search import Searcher
+
+    rewriter = None
+    if settings.has_model and settings.query_rewrite:
+        from bot.retrieval.rewrite import build_rewriter
+
+        rewriter = build_rewriter(settings)
     return Searcher(settings.db_path, docs_url=settings.docs_url, rewriter=rewriter)
 
 

@@ -16,7 +16,6 @@ import click
 
 from bot.config import Settings
 from bot.errors import IndexError_
-from bot.retrieval.index import index_sources
 from bot.retrieval.search import Searcher
 from bot.types import Hit
 
@@ -27,6 +26,8 @@ def index_command(settings: Settings, paths: list[Path], *, quiet: bool, replace
     Folders given on the command line add to ARCHBOT_DOCS; `replace` indexes them instead."""
     if replace and not paths:
         raise click.UsageError("--replace needs the folders to index instead of ARCHBOT_DOCS")
+    from bot.retrieval.index import index_sources
+
     try:
         report = index_sources(settings, paths or None, replace=replace, progress=not quiet and sys.stderr.isatty())
     except IndexError_ as exc:

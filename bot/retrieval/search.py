@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import rjieba
-
 from bot.retrieval.rewrite import Rewriter
 from bot.retrieval.text import (
     _CJK_CHAR,
     _TOKEN_OR_CJK,
     MAX_WORD,
+    _jieba,
     fold,
     glossary,
     split_identifier,
@@ -104,12 +103,12 @@ def _units(query: str) -> list[_Unit]:
     for match in _TOKEN_OR_CJK.finditer(query):
         run = match.group()
         if _CJK_CHAR.match(run):
-            for word in rjieba.cut(run):
+            for word in _jieba().cut(run):
                 if not word.strip():
                     continue
                 alts: list[tuple[str, ...]] = [(word,)]
                 if len(word) >= 3:
-                    subs = tuple(w for w in rjieba.cut_for_search(word) if w != word and len(w) >= 2)
+                    subs = tuple(w for w in _jieba().cut_for_search(word) if w != word and len(w) >= 2)
                     if len(subs) >= 2:
                         alts.append(subs)
                 units.append(_Unit(word, alts))

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
-import rjieba
 import snowballstemmer
 
 CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -38,6 +38,15 @@ _CAMEL = re.compile(r"[A-Z]{2,}s(?![a-z])|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z
 _TOKEN_OR_CJK = re.compile(rf"[{CJK}]+|[A-Za-z0-9_]+(?:[.\-/:@][A-Za-z0-9_]+)*")
 
 MAX_WORD = 64  # longer ASCII runs (hashes, base64) are noise
+
+
+@cache
+def _jieba() -> Any:
+    """rjieba, imported on the first Chinese text (its dictionary takes ~0.3 s to load): an English
+    query or doc set never pays for it."""
+    import rjieba
+
+    return rjieba
 
 
 def _data(name: str) -> str:
@@ -99,7 +108,7 @@ def terms(text: str, *, search: bool = True) -> list[str]:
     for match in _TOKEN_OR_CJK.finditer(text):
         run = match.group()
         if _CJK_CHAR.match(run):
-            out.extend(rjieba.cut_for_search(run) if search else rjieba.cut(run))
+            out.extend(_jieba().cut_for_search(run) if search else _jieba().cut(run))
         else:
             _ascii_terms(run, out)
     return out
@@ -137,9 +146,44 @@ class Glossary:
         self.longest = max(self.longest, len(key))
 
 
+GLOSSARY_CUTS = "glossary_cuts.tsv"
+
+
+def cut_phrase(phrase: str) -> tuple[str, ...]:
+    """A Chinese phrase as rjieba cuts it (the words a query or a doc is indexed with)."""
+    return tuple(t for t in _jieba().cut(phrase) if t.strip())
+
+
+@cache
+def _glossary_cuts() -> dict[str, tuple[str, ...]]:
+    """The glossary's Chinese phrases, already cut (bot/data/glossary_cuts.tsv, written by
+    `python -m bot.retrieval.text`): loading the glossary then needs no rjieba, so an English
+    search never loads its dictionary. A test checks the file against rjieba."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in _data(GLOSSARY_CUTS).splitlines():
+        if "\t" in line and not line.startswith("#"):
+            phrase, cut = line.split("\t", 1)
+            out[phrase] = tuple(cut.split())
+    return out
+
+
+def glossary_phrases() -> list[str]:
+    """The Chinese phrases of bot/data/glossary.tsv, in order, once each."""
+    found: dict[str, None] = {}
+    for line in _data("glossary.tsv").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "\t" in line:
+            for side in line.split("\t", 1):
+                for p in side.split("|"):
+                    if p.strip() and has_cjk(p):
+                        found.setdefault(p.strip())
+    return list(found)
+
+
 def _phrase_terms(phrase: str) -> tuple[str, ...]:
     if has_cjk(phrase):
-        return tuple(t for t in rjieba.cut(phrase) if t.strip())
+        cut = _glossary_cuts().get(phrase.strip())
+        return cut if cut is not None else cut_phrase(phrase)
     return tuple(fold(w) for w in re.findall(r"[A-Za-z0-9]+", phrase))
 
 
@@ -165,3 +209,12 @@ def glossary() -> Glossary:
             for other in zhs:
                 g.add(zh, other)
     return g
+
+
+if __name__ == "__main__":  # regenerate bot/data/glossary_cuts.tsv after editing glossary.tsv
+    target = resources.files("bot.data").joinpath(GLOSSARY_CUTS)
+    lines = ["# glossary.tsv's Chinese phrases as rjieba cuts them (python -m bot.retrieval.text)"]
+    lines += [f"{p}\t{' '.join(cut_phrase(p))}" for p in glossary_phrases()]
+    with resources.as_file(target) as path:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines) - 1} phrases to {GLOSSARY_CUTS}")
