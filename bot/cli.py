@@ -166,8 +166,9 @@ def profile() -> None:
 @profile.command("draft")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE, not stdout.")
 @click.option("--no-model", is_flag=True, help="Extract from the docs only, even with ANTHROPIC_API_KEY set.")
+@click.option("--force", is_flag=True, help="Overwrite FILE even when it is a reviewed profile.")
 @click.pass_context
-def profile_draft(ctx: click.Context, out: Path | None, no_model: bool) -> None:
+def profile_draft(ctx: click.Context, out: Path | None, no_model: bool, force: bool) -> None:
     """Draft the team profile from the indexed docs; each line cites the docs it came from.
 
     Review it with the team, delete its draft marker line, then set ARCHBOT_TEAM_PROFILE to it.
@@ -178,7 +179,7 @@ def profile_draft(ctx: click.Context, out: Path | None, no_model: bool) -> None:
     from bot.profile.command import profile_draft_command
 
     try:
-        sys.exit(profile_draft_command(settings, out=out, use_model=not no_model))
+        sys.exit(profile_draft_command(settings, out=out, use_model=not no_model, force=force))
     except ConfigError as exc:
         raise ConfigExit(str(exc)) from None
 

@@ -63,6 +63,14 @@ def test_draft_to_a_file_and_without_docs(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["profile", "draft", "--out", str(target)], env=env_for(tmp_path))
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "**orders-service**" in target.read_text(encoding="utf-8")
+    again = CliRunner().invoke(cli, ["profile", "draft", "--out", str(target)], env=env_for(tmp_path))
+    assert again.exit_code == 0  # a draft may be redrafted
+    target.write_text("# Our reviewed profile\n", encoding="utf-8")
+    refused = CliRunner().invoke(cli, ["profile", "draft", "--out", str(target)], env=env_for(tmp_path))
+    assert refused.exit_code == 1 and "--force" in refused.stderr
+    assert target.read_text(encoding="utf-8") == "# Our reviewed profile\n"
+    forced = CliRunner().invoke(cli, ["profile", "draft", "--out", str(target), "--force"], env=env_for(tmp_path))
+    assert forced.exit_code == 0 and DRAFT_MARKER in target.read_text(encoding="utf-8")
     bare = CliRunner().invoke(cli, ["profile", "draft"], env={"ARCHBOT_DB": str(tmp_path / "empty.db")})
     assert bare.exit_code == 2 and "ARCHBOT_DOCS" in bare.stderr
 

@@ -9,11 +9,22 @@ import click
 from bot.config import Settings
 
 
-def profile_draft_command(settings: Settings, *, out: Path | None, use_model: bool) -> int:
+def profile_draft_command(settings: Settings, *, out: Path | None, use_model: bool, force: bool = False) -> int:
     from bot.logs import setup_logging
     from bot.profile.draft import draft_profile
+    from bot.profile.render import DRAFT_MARKER
 
     setup_logging(level="WARNING", fmt="text", secrets=settings.secrets())
+    if out is not None and out.is_file() and not force:
+        try:
+            reviewed = DRAFT_MARKER not in out.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            reviewed = True
+        if reviewed:  # a draft may be redrafted; a reviewed profile is the team's work
+            click.echo(
+                f"archbot: {out} is a reviewed profile (no draft marker): not overwritten; use --force", err=True
+            )
+            return 1
     draft = draft_profile(settings, use_model=use_model)
     if draft.fallback_reason:
         click.echo(f"archbot: {draft.fallback_reason}", err=True)
