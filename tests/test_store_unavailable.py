@@ -47,16 +47,14 @@ async def test_a_held_write_lock_stalls_nothing_and_loses_nothing(
             parent = slack.add_message("C1", "<@UBOT> what is a bulkhead?", user="U1")
             payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
             async with aiohttp.ClientSession() as session:
-                started = time.perf_counter()
-                (status, _), (health, health_s) = await asyncio.gather(
+                # Both answers arrive while the lock is still held (it is released only below), so
+                # neither the health check nor the ack waited for it; how fast is bench/sqlite_lock.py's.
+                (status, _), (health, _) = await asyncio.gather(
                     post_event(url(bot), slack.signing_secret, payload),
                     timed_get(session, f"{url(bot)}/healthz"),
                 )
-                ack_s = time.perf_counter() - started
                 assert health == 200
-                assert health_s < 0.5  # the loop never waited on the lock
                 assert status == 503  # refused: nothing was acked, Slack redelivers
-                assert ack_s < 2.0  # well inside Slack's 3 s
                 ready, _ = await timed_get(session, f"{url(bot)}/readyz")
                 assert ready == 503
         finally:
