@@ -22,8 +22,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from bot.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-KNOWLEDGE_DIR = PROJECT_ROOT / "knowledge"
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
+# An installed wheel (`pip install .`) carries knowledge/ and prompts/ under bot/_bundled/ (setup.py);
+# a source checkout (editable install, the container) reads them from the project folder.
+BUNDLED_DIR = Path(__file__).resolve().parent / "_bundled"
+
+
+def _shipped(name: str) -> Path:
+    here = PROJECT_ROOT / name
+    return here if (PROJECT_ROOT / "pyproject.toml").is_file() and here.is_dir() else BUNDLED_DIR / name
+
+
+KNOWLEDGE_DIR = _shipped("knowledge")
+PROMPTS_DIR = _shipped("prompts")
 # A documented example of a team profile. It is never sent to the model: with no
 # ARCHBOT_TEAM_PROFILE the prompt carries no team facts at all (draft one with `archbot profile draft`).
 EXAMPLE_TEAM_PROFILE = PROMPTS_DIR / "team_profile.example.md"
