@@ -611,11 +611,12 @@ def stream_events(message: Body, chunk_chars: int = 24) -> list[tuple[str, Body]
             events.append(
                 ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
             )
-            for citation in block.get("citations") or []:
-                delta = {"type": "citations_delta", "citation": citation}
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
             for piece in _chunks(block["text"], chunk_chars):
                 delta = {"type": "text_delta", "text": piece}
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+            # As the API documents it: the cited text first, then its citations, then the block's stop.
+            for citation in block.get("citations") or []:
+                delta = {"type": "citations_delta", "citation": citation}
                 events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         elif block["type"] == "thinking":
             opening = {"type": "thinking", "thinking": "", "signature": ""}
