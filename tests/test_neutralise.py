@@ -333,3 +333,25 @@ def test_stream_chunks_and_task_updates() -> None:
     assert not active_syntax(out[0]["text"], "markdown") and EVIL in out[0]["text"]
     assert not active_syntax(json.dumps(out[1], ensure_ascii=False), "plain")
     assert out[1]["status"] == "in_progress" and out[1]["id"] == "t1"
+
+
+def test_post_py_neutralises_every_payload_it_sends() -> None:
+    """Inside post.py, each Slack write passes its text, blocks, chunks or view through a neutraliser
+    (stream deltas are cut from text neutralised just before; see ReplyPoster)."""
+    payload_args = {"text", "blocks", "view", "chunks", "markdown_text", "status", "title", "prompts"}
+    methods = {m.replace(".", "_") for m in WRITE_METHODS} | {"send"}
+    tree = ast.parse((REPO_ROOT / "bot" / "slack" / "post.py").read_text(encoding="utf-8"))
+    unchecked = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods):
+            continue
+        for kw in node.keywords:
+            if kw.arg not in payload_args:
+                continue
+            value = kw.value
+            ok = (isinstance(value, ast.Call) and getattr(value.func, "id", "").startswith("neutralise_")) or (
+                isinstance(value, ast.Name) and value.id == "delta"
+            ) or isinstance(value, ast.ListComp | ast.Constant)
+            if not ok:
+                unchecked.append(f"post.py:{node.lineno} {node.func.attr}({kw.arg}=…)")
+    assert not unchecked, unchecked

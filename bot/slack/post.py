@@ -38,6 +38,7 @@ from bot.errors import SlackPostError
 from bot.metrics import Metrics
 from bot.slack.neutralise import (
     neutralise_blocks,
+    neutralise_chunks,
     neutralise_markdown,
     neutralise_mrkdwn,
     neutralise_plain,
@@ -289,7 +290,7 @@ class ReplyPoster:
                             channel=self.channel,
                             thread_ts=self.thread_ts,
                             task_display_mode="plan",
-                            chunks=[chunk],
+                            chunks=neutralise_chunks([chunk]),
                             **self._recipients(),
                         )
                         ts = message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
@@ -302,7 +303,9 @@ class ReplyPoster:
                     self._streaming = True
                     await self._first_post(ts, visible=False)
                 elif self._streaming:
-                    await self.client.chat_appendStream(channel=self.channel, ts=self.ts, chunks=[chunk])
+                    await self.client.chat_appendStream(
+                        channel=self.channel, ts=self.ts, chunks=neutralise_chunks([chunk])
+                    )
             except Exception as exc:  # cosmetic: a refusal or a network error only ends the steps
                 if isinstance(exc, SlackApiError):
                     code = _error_code(exc)
