@@ -1,0 +1,186 @@
+"""archbot beside a plain Bolt template bot, on the same fakes, in the same run: a burst of mentions.
+
+    python bench/vs_template.py [--n 40] [--model-latency 2.0] [--rate-limit 10] [--repeat 1]
+
+Both bots run as real processes over HTTP (signed Events API POSTs); the fake Slack and the fake
+model run in this one. `bench/template_bot.py` is the baseline: ack, call the model, stream, no
+store, no limit. Two scenarios, each with a fresh pair of fakes per bot:
+- `plain`: the model answers every request after `--model-latency` seconds to first token;
+- `429>K`: the same model refuses (429 rate_limit_error, retry-after 1 s) any request beyond
+  `--rate-limit` in flight, as an account's concurrency limit would.
+Printed per bot: client-side ack p50/p99 (the POST round trip), time to first text p50/p99 and the
+last one (event sent → first words in the thread), answered / failed / lost, and archbot's ratios
+to the template. Targets (issue #13) at 40 at once: ack p99 ≤ 0.5× the template's; last first
+text ≤ 1.5× the template's; with 429>10: 40/40 answered, 0 failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.slack_load import pct  # noqa: E402
+from bench.template_bot import ERROR_TEXT  # noqa: E402
+from tests.fakes.anthropic import FakeAnthropic  # noqa: E402
+from tests.fakes.signing import post_event  # noqa: E402
+from tests.fakes.slack import FakeSlack, event_callback, mention_event, message_event  # noqa: E402
+from tests.helpers import FAILURE_MARK  # noqa: E402
+from tests.test_process import bot_env, free_port  # noqa: E402
+
+
+async def wait_port(port: int, proc: asyncio.subprocess.Process, path: str) -> None:
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"bot exited with {proc.returncode}")
+            try:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    if resp.status in (200, 404, 405):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("bot never came up")
+
+
+async def start(kind: str, slack: FakeSlack, model: FakeAnthropic, tmp: Path) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    env = bot_env(tmp, slack, model, port)
+    env["ARCHBOT_LOG_LEVEL"] = "WARNING"
+    log = (tmp / f"{kind}.log").open("wb")
+    if kind == "archbot":
+        indexer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "index", "--quiet", env=env, cwd=tmp
+        )
+        await indexer.wait()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, stdout=log, stderr=log, cwd=tmp
+        )
+        await wait_port(port, proc, "/readyz")
+    else:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "bench" / "template_bot.py"), str(port), env=env, stdout=log, stderr=log, cwd=tmp
+        )
+        await wait_port(port, proc, "/slack/events")
+    return proc, port
+
+
+def outcome(slack: FakeSlack, thread_ts: str) -> str | None:
+    """'ok', 'failed' or None (nothing final yet) for one question's thread."""
+    for m in slack.thread("C1", thread_ts):
+        if m.bot_id != slack.bot_id:
+            continue
+        if m.text.startswith((FAILURE_MARK, ERROR_TEXT)):
+            return "failed"
+        if m.stream_state == "streaming":
+            continue
+        if any(b.get("type") == "context_actions" for b in m.blocks or []) or m.stream_state == "stopped":
+            return "ok"
+    return None
+
+
+async def run_one(kind: str, n: int, latency: float, rate_limit: int | None) -> dict[str, float]:
+    slack = FakeSlack(redeliver_after=None)
+    model = FakeAnthropic(first_token_latency=latency, max_in_flight=rate_limit)
+    await slack.start()
+    await model.start()
+    tmp = Path(tempfile.mkdtemp(prefix=f"archbot-vs-{kind}-"))
+    proc, port = await start(kind, slack, model, tmp)
+    try:
+        parents = [slack.add_message("C1", f"<@UBOT> burst question {i}", user="U1") for i in range(n)]
+        sent: dict[str, float] = {}
+        acks: list[float] = []
+        async with aiohttp.ClientSession() as session:
+            # Warm-up: one event no bot answers, so Bolt's one-time auth.test is not in the burst.
+            chatter = slack.add_message("C1", "just chatting", user="U2")
+            warm = event_callback(message_event(chatter.text, channel="C1", user="U2", ts=chatter.ts))
+            await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, warm, session=session)
+
+            async def deliver(parent) -> None:
+                payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
+                sent[parent.ts] = time.monotonic()
+                status, _ = await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload, session=session)
+                acks.append(time.monotonic() - sent[parent.ts])
+                assert status == 200, status
+
+            await asyncio.gather(*(deliver(p) for p in parents))
+        with contextlib.suppress(TimeoutError, AssertionError):  # what is still missing is reported as lost
+            await slack.wait_for(lambda f: all(outcome(f, p.ts) for p in parents) or None, timeout=180)
+        first: dict[str, float] = {}
+        for call in slack.calls:
+            if call.method in ("chat.startStream", "chat.postMessage", "chat.appendStream") and not call.failed:
+                thread = str(call.args.get("thread_ts") or "")
+                text = str(call.args.get("markdown_text") or call.args.get("text") or call.args.get("chunks") or "")
+                text = "" if text == "[]" else text
+                if thread in sent and thread not in first and text and not text.startswith((FAILURE_MARK, ERROR_TEXT)):
+                    first[thread] = call.at - sent[thread]
+        outcomes = [outcome(slack, p.ts) for p in parents]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+        await slack.stop()
+        await model.stop()
+    firsts = list(first.values())
+    return {
+        "ack_p50": pct(acks, 50) * 1000,
+        "ack_p99": pct(acks, 99) * 1000,
+        "ft_p50": pct(firsts, 50),
+        "ft_p99": pct(firsts, 99),
+        "ft_last": max(firsts) if firsts else float("nan"),
+        "ok": outcomes.count("ok"),
+        "failed": outcomes.count("failed"),
+        "lost": outcomes.count(None),
+        "refused": model.rate_limited,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--model-latency", type=float, default=2.0, help="fake model time to first token (s)")
+    parser.add_argument("--rate-limit", type=int, default=10, help="the 429 scenario: requests allowed in flight")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    print(f"{args.n} mentions at once, model {args.model_latency:g} s to first token\n")
+    print(
+        f"{'scenario':<8} {'bot':<8} {'ack p50':>8} {'ack p99':>8} {'1st p50':>8} {'1st p99':>8} {'1st last':>8}"
+        f" {'ok':>4} {'fail':>4} {'lost':>4} {'429s':>5}"
+    )
+    for scenario, limit in (("plain", None), (f"429>{args.rate_limit}", args.rate_limit)):
+        for _ in range(args.repeat):
+            results = {}
+            for kind in ("template", "archbot"):
+                r = results[kind] = await run_one(kind, args.n, args.model_latency, limit)
+                print(
+                    f"{scenario:<8} {kind:<8} {r['ack_p50']:>6.1f}ms {r['ack_p99']:>6.1f}ms {r['ft_p50']:>7.2f}s"
+                    f" {r['ft_p99']:>7.2f}s {r['ft_last']:>7.2f}s {r['ok']:>4} {r['failed']:>4} {r['lost']:>4}"
+                    f" {r['refused']:>5}",
+                    flush=True,
+                )
+            a, t = results["archbot"], results["template"]
+            print(
+                f"{'':<8} ratios archbot/template: ack p50 {a['ack_p50'] / t['ack_p50']:.2f}×, ack p99"
+                f" {a['ack_p99'] / t['ack_p99']:.2f}×, first text p99 {a['ft_p99'] / t['ft_p99']:.2f}×,"
+                f" last first text {a['ft_last'] / t['ft_last']:.2f}×\n",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
