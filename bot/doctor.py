@@ -379,7 +379,7 @@ def check_postgres(settings: Settings, redact: Redactor) -> tuple[list[Check], A
     assert settings.database_url is not None
     url = settings.database_url.get_secret_value()
     try:
-        store = PgStore(url, pool_size=2, migrate=False)
+        store = PgStore(url, pool_size=2, migrate=False, connect_timeout=2.0)
     except Exception as exc:
         return [
             fail(

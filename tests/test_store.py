@@ -191,3 +191,23 @@ def test_answers_feedback_names_and_reads(store: Store) -> None:
     assert (figures.answers, figures.up, figures.down) == (1, 1, 0)
     store.check_writable()
     assert store.ping()
+
+
+def test_doctor_checks_the_postgres_it_uses(pg_url: str, tmp_path: Path) -> None:
+    from bot.config import Settings
+    from bot.doctor import check_database
+    from bot.logs import Redactor
+    from bot.store_pg import PgStore
+
+    settings = Settings(database_url=pg_url, db_path=tmp_path / "index.db")
+    redact = Redactor(settings.secrets())
+    [check], store = check_database(settings, redact)
+    assert check.status == "fail" and "not migrated" in check.detail and store is None
+    PgStore(pg_url).close()  # what `archbot run` does at start
+    [check], store = check_database(settings, redact)
+    assert check.status == "ok" and "reachable, migrated, writable" in check.detail
+    store.close()
+    gone = Settings(database_url="postgresql://archbot:s3cret-pw@127.0.0.1:9/nowhere", db_path=tmp_path / "i.db")
+    [check], store = check_database(gone, Redactor(gone.secrets()))
+    assert check.status == "fail" and "unreachable" in check.detail and store is None
+    assert "s3cret-pw" not in check.detail + (check.fix or "")
