@@ -208,9 +208,11 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p * (len(xs) - 1)))] if xs else float("nan")
 
 
-def design_table(label: str, rows: list[dict[str, Any]]) -> None:
+def design_table(label: str, rows: list[dict[str, Any]], split: str = "all") -> None:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
+        if split != "all" and r["split"] != split:
+            continue
         for key in ("all", f"split={r['split']}", f"split={r['split']} lang={r['lang']}"):
             groups[key].append(r)
         if r["cross"]:
@@ -224,7 +226,7 @@ def design_table(label: str, rows: list[dict[str, Any]]) -> None:
             f"  {mean([r['passages'] for r in g]):>8.1f}  {mean([r['tokens'] for r in g]):>6.0f}"
             f"  {sum(r['short'] for r in g):>6d}"
         )
-    print(f"  max tokens of passages in one request: {max(r['tokens'] for r in rows)}")
+    print(f"  max tokens of passages in one request: {max((r['tokens'] for r in rows), default=0)}")
 
 
 def fact_table(label: str, rows: list[dict[str, Any]]) -> None:
@@ -243,6 +245,7 @@ def main() -> int:
     parser.add_argument("--rewrite-file", type=Path)
     parser.add_argument("--rewrite-latency", type=float, default=0.8)
     parser.add_argument("--show-misses", choices=("tune", "held", "all"))
+    parser.add_argument("--split", choices=("tune", "held", "all"), default="all", help="which split to print")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -265,7 +268,7 @@ def main() -> int:
         )
         runs = ["plain"] + (["rewrite"] if "rewrite" in res else [])
         for run in runs:
-            design_table(f"design questions, {run}", res[run])
+            design_table(f"design questions, {run}", res[run], args.split)
         print("\nfact / identifier set (bench/questions.yaml)")
         fact_table("", res["facts"])
         if "rewrite" in res:

@@ -62,7 +62,7 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
     first = not searcher.info()["chunks"]
     if settings.docs or first:
         await asyncio.to_thread(_index, settings, first=first)
-    hits = await asyncio.to_thread(searcher.search, question, settings.search_k)
+    hits = await asyncio.to_thread(searcher.context, question)
 
     if not settings.has_model:
         from bot.architect import retrieval_only_answer

@@ -187,6 +187,14 @@ class Settings(BaseSettings):
         validation_alias=_alias("ARCHBOT_SEARCH_K"),
         description="Passages sent with a question.",
     )
+    passage_tokens: int = Field(
+        8000,
+        ge=200,
+        le=100_000,
+        validation_alias=_alias("ARCHBOT_PASSAGE_TOKENS"),
+        description="Token budget for the doc passages sent with a question: team docs fill it first "
+        "(several sections of a doc, with neighbours), pattern-library pages get what is left.",
+    )
     query_rewrite: bool = Field(
         False,
         validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),

@@ -123,7 +123,7 @@ class Heartbeat:
 
 
 class Searcher(Protocol):
-    def search(self, query: str, k: int = 8) -> list[Hit]: ...
+    def context(self, query: str, budget_tokens: int | None = None) -> list[Hit]: ...
 
 
 class Responder(Protocol):
@@ -509,7 +509,7 @@ class JobRunner:
         if self.searcher is None:
             return []
         try:
-            return await asyncio.to_thread(self.searcher.search, query, self.settings.search_k)
+            return await asyncio.to_thread(self.searcher.context, query, self.settings.passage_tokens)
         except Exception:  # answering without passages beats not answering
             log.exception("search failed; answering without passages")
             return []

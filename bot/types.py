@@ -27,6 +27,9 @@ class Hit:
     source: str  # which folder: 'knowledge' or the docs folder's name
     url: str | None = None
     title: str = ""  # document title
+    status: str = "current"  # current | archived | proposal | report (see bot/retrieval/provenance.py)
+    date: str | None = None  # the document's date, ISO (YYYY-MM-DD)
+    date_source: str | None = None  # where the date came from: git | doc | mtime
 
     @property
     def ref(self) -> str:

@@ -17,9 +17,10 @@ import anthropic
 import pytest
 
 from bot.architect import Architect, build_anthropic_client, check_model, cost_usd, retrieval_only_answer
-from bot.architect.prompt import PASSAGE_MAX_CHARS, build_search_results, clean_turns, wants_direct_answer
+from bot.architect.prompt import build_search_results, clean_turns, passage_title, wants_direct_answer
 from bot.config import Settings
 from bot.errors import ConfigError, ModelError
+from bot.tokens import estimate_tokens, open_fence
 from bot.types import Hit, Turn, Usage
 from tests.fakes.anthropic import DEFAULT_API_KEY, Cite, FakeAnthropic, Segment, ToolUse, search_results
 from tests.fakes.anthropic import Reply as Scripted
@@ -214,7 +215,7 @@ async def test_citations_map_back_to_paths(fake: FakeAnthropic, architect: Archi
     last = fake.message_requests[0].body["messages"][-1]  # type: ignore[index]
     results = [b for b in last["content"] if b["type"] == "search_result"]
     assert [r["source"] for r in results] == [docs_url, HITS[1].path]
-    assert [r["title"] for r in results] == [HITS[0].heading, HITS[1].heading]
+    assert [r["title"] for r in results] == [passage_title(HITS[0]), passage_title(HITS[1])]
     assert all(r["citations"] == {"enabled": True} for r in results)
 
 
@@ -627,15 +628,39 @@ async def test_wrong_key_is_a_clear_error_without_the_key(fake: FakeAnthropic, t
     assert wrong not in str(caught.value)
 
 
-def test_passages_are_trimmed_to_a_budget() -> None:
+def test_passages_fit_the_token_budget() -> None:
     long_hits = [hit(f"docs/{i}.md", f"H{i}", ("word " * 50 + "\n\n") * 20) for i in range(12)]
-    blocks, sent = build_search_results(long_hits)
+    blocks, sent = build_search_results(long_hits, budget_tokens=2000)
     assert 0 < len(sent) < len(long_hits)
     assert [b["source"] for b in blocks] == [h.path for h in sent]
-    assert all(sum(len(c["text"]) for c in b["content"]) <= PASSAGE_MAX_CHARS + 40 for b in blocks)
+    sizes = [estimate_tokens("\n\n".join(c["text"] for c in b["content"])) for b in blocks]
+    assert sum(sizes) <= 2000
     assert all(c["text"].strip() for b in blocks for c in b["content"])
     empty = build_search_results([hit("docs/e.md", "E", "   ")])
     assert empty == ([], [])
+
+
+def test_a_passage_cut_to_the_budget_closes_its_code_block() -> None:
+    code = "```ts\n" + "const x = 1;\n" * 400 + "```"
+    blocks, _ = build_search_results([hit("docs/c.md", "C", "Intro\n\n" + code)], budget_tokens=300)
+    text = "\n\n".join(c["text"] for c in blocks[0]["content"])
+    assert estimate_tokens(text) <= 300 and open_fence(text) is None
+
+
+def test_passage_titles_carry_provenance() -> None:
+    team = Hit(
+        path="docs/archive/OLD.md",
+        heading="Saga #2: DEVICE_CREATION",
+        score=1.0,
+        snippet="",
+        text="x",
+        source="docs",
+        status="archived",
+        date="2025-10-30",
+    )
+    assert passage_title(team) == "docs/archive/OLD.md › Saga #2: DEVICE_CREATION [archived, 2025-10-30]"
+    library = hit("saga.md", "Saga", "x", source="knowledge")
+    assert passage_title(library) == "knowledge/saga.md › Saga [pattern library: ours, not a team doc]"
 
 
 # -- client, model check, retrieval-only, pricing -----------------------------------------

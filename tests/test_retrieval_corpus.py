@@ -36,3 +36,34 @@ def test_corpus_index_and_bilingual_search(tmp_path: Path) -> None:
             assert any(expected.lower() in h.text.lower() for h in hits), query
     finally:
         searcher.close()
+
+
+def test_issue_examples_bring_their_key_file_into_the_request(tmp_path: Path) -> None:
+    """The four design questions of issue #10, through the passages `archbot ask` sends."""
+    from bot.architect.prompt import build_search_results
+
+    settings = Settings(db_path=tmp_path / "corpus.db", docs=[CORPUS])
+    index_sources(settings)
+    searcher = Searcher(settings.db_path, passage_tokens=settings.passage_tokens)
+    try:
+
+        def sent(question: str) -> dict[str, str]:
+            blocks, hits = build_search_results(searcher.context(question), budget_tokens=settings.passage_tokens)
+            assert blocks
+            return {
+                h.path: "\n".join(c["text"] for b in blocks if b["source"] == h.path for c in b["content"])
+                for h in hits
+            }
+
+        chat = sent("I need to add a real-time chat service to our platform")
+        assert "backend/livechat-service/README.md" in chat
+        assert "livechat-service" in chat.get("CLAUDE.md", "")  # the overview's own livechat entry, not cut off
+        billing = sent("where should billing logic live?")
+        assert not any("LIVENESS" in p.upper() or "health" in p.lower() for p in billing)
+        assert {"CLAUDE.md", "docs/TRANSACTION_SAGA_ANALYSIS.md", "docs/SERVICE_INTEGRATION_ANALYSIS.md"} & set(billing)
+        consul = sent("how do services find each other, and what if Consul is down?")
+        assert "docs/CONSUL_REGISTRATION_ISSUE_ANALYSIS.md" in consul
+        notification = sent("our notification service misses some device events")
+        assert "backend/notification-service/README.md" in notification
+    finally:
+        searcher.close()

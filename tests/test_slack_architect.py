@@ -445,7 +445,9 @@ async def test_cited_answer_links_to_the_doc(tmp_path: Path, slack: FakeSlack, m
         results = search_results(request)
         cited = [r for r in results if r["source"] == raw_url]
         assert len(cited) == 1
-        assert cited[0]["title"] == "Device events > Zorblax retry policy"
+        # provenance for the model: path, heading path, status and date
+        title = "runbooks/Device events (v2).md › Device events > Zorblax retry policy [current, "
+        assert cited[0]["title"].startswith(title)
         assert cited[0]["citations"] == {"enabled": True}
         assert "five times with exponential backoff" in cited[0]["content"][0]["text"]
 

@@ -53,7 +53,6 @@ from bot.architect.citations import CitedText, hit_by_ref, hit_citation
 from bot.architect.client import build_anthropic_client
 from bot.architect.pricing import cost_usd
 from bot.architect.prompt import (
-    PASSAGES_MAX_TOTAL_CHARS,
     Prompts,
     build_messages,
     build_record_messages,
@@ -120,7 +119,7 @@ class Architect:
         mode: Literal["chat", "review"] = "chat",
     ) -> Answer:
         """Stream an answer to the last user turn, grounded in `hits`. Raises ModelError."""
-        results, sent = build_search_results(hits, max_total=PASSAGES_MAX_TOTAL_CHARS)
+        results, sent = build_search_results(hits, budget_tokens=self.settings.passage_tokens)
         params: dict[str, Any] = {
             "model": self.settings.model,
             "max_tokens": self.settings.max_tokens,

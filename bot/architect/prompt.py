@@ -24,14 +24,14 @@ from typing import Any, Literal
 
 from bot.architect.reply import TOOL_NAME, tool_schema
 from bot.errors import ConfigError
+from bot.tokens import close_fences, estimate_tokens
 from bot.types import Citation, Hit, Turn
 
 Mode = Literal["chat", "review"]
 CACHE_MARK = {"type": "ephemeral"}
-# Passages are trimmed so that the changing part of a request stays smaller than the cached
-# prefix (which keeps most input tokens cache reads) and a long section cannot crowd out the rest.
-PASSAGE_MAX_CHARS = 1800
-PASSAGES_MAX_TOTAL_CHARS = 12_000
+# Retrieval assembles the passages within ARCHBOT_PASSAGE_TOKENS (bot/retrieval/assemble.py); this
+# module only enforces that budget again (a hit list from elsewhere, e.g. a review, may be larger).
+PASSAGE_TOKENS = 8000
 BLOCK_TARGET_CHARS = 400  # citable unit inside a passage: paragraphs merged up to about this size
 RECORD_EARLIER_TURNS = 4  # earlier user messages the record request repeats (not the earlier answers)
 RECORD_EARLIER_CHARS = 600
@@ -139,17 +139,21 @@ def build_tools(prompts: Prompts) -> list[dict[str, Any]]:
 
 
 # -- passages -----------------------------------------------------------------------------
-def _trim(text: str, limit: int) -> str:
+def _trim(text: str, max_tokens: int) -> str:
+    """The text, cut at a paragraph or line boundary to fit `max_tokens`, with any open code fence closed."""
     text = text.strip()
-    if len(text) <= limit:
+    if estimate_tokens(text) <= max_tokens:
         return text
+    limit = len(text)
+    while limit > 0 and estimate_tokens(text[:limit]) > max_tokens - 4:
+        limit = int(limit * 0.9)
     cut = text[:limit]
     for boundary in ("\n\n", "\n", ". ", "。", " "):
         at = cut.rfind(boundary)
         if at > limit // 2:
             cut = cut[: at + len(boundary)]
             break
-    return cut.rstrip() + " …"
+    return close_fences(cut.rstrip() + " …") if cut.strip() else ""
 
 
 def _citable_blocks(text: str) -> list[dict[str, str]]:
@@ -171,28 +175,43 @@ def _citable_blocks(text: str) -> list[dict[str, str]]:
 
 
 def passage_title(hit: Hit) -> str:
-    return hit.heading or hit.title or hit.path
+    """Where a passage comes from, for the model: path, heading path, and what kind of doc it is.
+
+    `docs/X.md › Guide > Ports [current, 2025-11-03]`; a pattern-library page reads
+    `knowledge/saga.md › Saga [pattern library: ours, not a team doc]`.
+    """
+    if hit.source == "knowledge":
+        where, label = f"knowledge/{hit.path}", "pattern library: ours, not a team doc"
+    else:
+        where, label = hit.path, hit.status + (f", {hit.date}" if hit.date else "")
+    heading = hit.heading or hit.title
+    return f"{where} › {heading} [{label}]" if heading else f"{where} [{label}]"
 
 
 def build_search_results(
-    hits: Sequence[Hit], *, max_chars: int = PASSAGE_MAX_CHARS, max_total: int = PASSAGES_MAX_TOTAL_CHARS
+    hits: Sequence[Hit], *, budget_tokens: int = PASSAGE_TOKENS
 ) -> tuple[list[dict[str, Any]], list[Hit]]:
-    """`search_result` blocks for the hits that fit the budget, and those hits in the same order.
+    """`search_result` blocks for the hits that fit the token budget, and those hits in the same order.
 
     The i-th block is the i-th returned hit, which is how a citation's `search_result_index`
-    maps back to a path. Hits without text are skipped (an empty block is a 400).
+    maps back to a path. Hits without text are skipped (an empty block is a 400). A hit larger
+    than what is left of the budget is cut to fit when it is the first, else left out.
     """
     blocks: list[dict[str, Any]] = []
     sent: list[Hit] = []
     total = 0
     for hit in hits:
-        text = _trim(hit.text or hit.snippet or "", max_chars)
-        if not text.strip() or (sent and total + len(text) > max_total):
+        left = budget_tokens - total
+        text = (hit.text or hit.snippet or "").strip()
+        if not sent:
+            text = _trim(text, left)
+        cost = estimate_tokens(text)
+        if not text or cost > left:
             continue
         content = _citable_blocks(text)
         if not content:
             continue
-        total += len(text)
+        total += cost
         sent.append(hit)
         blocks.append(
             {

@@ -4,8 +4,9 @@ Public interface:
 - `index_sources(settings, paths)` → `IndexReport`;
 - `build_searcher(settings)` → `Searcher`, with the model query rewrite wired in when a model
   key is set (the way the bot and `archbot ask` should build one);
-- `Searcher(db_path).search(query, k)` → `list[Hit]`, `.info()`, `.doc_titles(limit)` → `list[DocTitle]`
-  (`(title, path)` tuples whose `str()` is the title).
+- `Searcher(db_path).search(query, k)` → `list[Hit]` (ranked chunks, one per place: `archbot search`),
+  `.context(query)` → `list[Hit]` (the passages to send the model, within ARCHBOT_PASSAGE_TOKENS),
+  `.info()`, `.doc_titles(limit)` → `list[DocTitle]` (`(title, path)` tuples whose `str()` is the title).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def build_searcher(settings: Settings) -> Searcher:
         from bot.retrieval.rewrite import build_rewriter
 
         rewriter = build_rewriter(settings)
-    return Searcher(settings.db_path, docs_url=settings.docs_url, rewriter=rewriter)
+    return Searcher(
+        settings.db_path, docs_url=settings.docs_url, rewriter=rewriter, passage_tokens=settings.passage_tokens
+    )
 
 
 __all__ = [

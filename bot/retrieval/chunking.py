@@ -33,7 +33,9 @@ CJK_WEIGHT = 2
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_MD_NOISE = re.compile(r"[*_`]+|!\[[^\]]*\]\([^)]*\)|<[^>]+>")
+# Emphasis marks, images and HTML; an underscore only when it is emphasis (at a word's edge), so
+# identifiers in headings stay whole (`DEVICE_CREATION`, `user_events`).
+_MD_NOISE = re.compile(r"[*`]+|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])|!\[[^\]]*\]\([^)]*\)|<[^>]+>")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _LINK_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(?:\*\*)?\[[^\]]+\]\([^)]*\)")
 NAVIGATION_SHARE = 0.6  # a list block is navigation when this share of its lines are link items

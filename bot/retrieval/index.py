@@ -25,6 +25,7 @@ from sqlite_utils import Database
 from bot.config import KNOWLEDGE_DIR, Settings
 from bot.errors import IndexError_
 from bot.retrieval import chunking
+from bot.retrieval.provenance import detect_status, doc_date, git_dates
 from bot.retrieval.redact import VERSION as REDACTION_VERSION
 from bot.retrieval.redact import redact_secrets, redaction_totals
 from bot.retrieval.schema import migrate
@@ -50,7 +51,8 @@ SKIP_REASONS = (
 KNOWLEDGE_SOURCE = "knowledge"
 # Stored with each file's content hash. Bump it when chunking or analysis changes what a file
 # is indexed as: every file then counts as changed on the next run (one transaction, as always).
-ANALYSIS_VERSION = "a2" + REDACTION_VERSION
+# a3: identifier-safe headings, unstemmed -ness words, provenance; a4: the documents FTS table.
+ANALYSIS_VERSION = "a4" + REDACTION_VERSION
 
 
 @dataclass
@@ -260,6 +262,8 @@ def index_sources(
         found: list[_Found] = []
         for source, root in roots:
             found.extend(_walk(source, root, skipped))
+        git_by_source: dict[str, dict[str, str]] = {}  # read lazily: only when a file of that folder changed
+        roots_by_source = dict(roots)
 
         restamp: list[tuple[int, int, int]] = []  # (size, mtime_ns, id)
         changed: list[_Prepared] = []
@@ -301,7 +305,15 @@ def index_sources(
                     skipped["empty"] += 1
                     keep.discard(key)
                     continue
-                changed.append(_prepare(item, digest, st.st_size, st.st_mtime_ns, doc))
+                if item.source not in git_by_source:
+                    git_by_source[item.source] = git_dates(roots_by_source[item.source])
+                date, date_source = doc_date(
+                    rel=item.rel, text=text, mtime_ns=st.st_mtime_ns, git=git_by_source[item.source]
+                )
+                prepared = _prepare(item, digest, st.st_size, st.st_mtime_ns, doc)
+                prepared.status = detect_status(item.rel, doc.title, text)
+                prepared.doc_date, prepared.date_source = date, date_source
+                changed.append(prepared)
         finally:
             if bar is not None:
                 bar.close()
@@ -343,6 +355,10 @@ class _Prepared:
     title_terms: str
     path_terms: str
     rows: list[tuple[int, str, str, str, str]]  # ordinal, heading, text, heading terms, body terms
+    headings_terms: str = ""
+    status: str = "current"
+    doc_date: str | None = None
+    date_source: str | None = None
 
 
 def _prepare(item: _Found, digest: str, size: int, mtime_ns: int, doc: chunking.Document) -> _Prepared:
@@ -361,6 +377,7 @@ def _prepare(item: _Found, digest: str, size: int, mtime_ns: int, doc: chunking.
         title_terms=index_text(" ".join([doc.title, *doc.tags, *doc.aliases])),
         path_terms=_path_text(item.rel),
         rows=rows,
+        headings_terms=index_text(" ".join(dict.fromkeys(h for c in doc.chunks for h in c.heading))),
     )
 
 
@@ -375,15 +392,32 @@ def _write(db: Database, prepared: list[_Prepared], drop_ids: list[int], restamp
             conn.execute("DELETE FROM ix_fts WHERE rowid IN (SELECT id FROM ix_chunks WHERE file_id = ?)", (file_id,))
             conn.execute("DELETE FROM ix_chunks WHERE file_id = ?", (file_id,))
             conn.execute("DELETE FROM ix_files WHERE id = ?", (file_id,))
+            conn.execute("DELETE FROM ix_docs_fts WHERE rowid = ?", (file_id,))
         conn.executemany("UPDATE ix_files SET size = ?, mtime_ns = ? WHERE id = ?", restamp)
         next_id = (conn.execute("SELECT max(id) FROM ix_chunks").fetchone()[0] or 0) + 1
         for p in prepared:
             cur = conn.execute(
-                "INSERT INTO ix_files (source, path, hash, size, mtime_ns, title, chunks, indexed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (p.item.source, p.item.rel, p.digest, p.size, p.mtime_ns, p.title, len(p.rows), now),
+                "INSERT INTO ix_files (source, path, hash, size, mtime_ns, title, chunks, indexed_at,"
+                " status, doc_date, date_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    p.item.source,
+                    p.item.rel,
+                    p.digest,
+                    p.size,
+                    p.mtime_ns,
+                    p.title,
+                    len(p.rows),
+                    now,
+                    p.status,
+                    p.doc_date,
+                    p.date_source,
+                ),
             )
             file_id = cur.lastrowid
+            conn.execute(
+                "INSERT INTO ix_docs_fts (rowid, title, headings, path) VALUES (?, ?, ?, ?)",
+                (file_id, p.title_terms, p.headings_terms, p.path_terms),
+            )
             chunk_rows = []
             fts_rows = []
             for ordinal, heading, text, heading_terms, body_terms in p.rows:

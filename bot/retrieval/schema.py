@@ -8,6 +8,8 @@
   character: our analyser has already segmented Chinese and joined identifiers with `_`,
   so unicode61 only has to split on the spaces we put there. rowid = `ix_chunks.id`.
 - `ix_rewrites`: cached model rewrites of questions (optional feature).
+- `ix_files.status`, `.doc_date`, `.date_source` (m002): provenance shown to the model with each
+  passage (see provenance.py).
 
 Writers change these tables inside one transaction per index run; readers on WAL keep
 seeing the previous snapshot until it commits.
@@ -58,6 +60,26 @@ def m001_index(db: Database) -> None:
     )
     db.execute("CREATE VIRTUAL TABLE ix_vocab USING fts5vocab(ix_fts, 'row')")
     db.table("ix_rewrites").create({"key": str, "value": str, "created_at": float}, pk="key")
+
+
+@migrations()
+def m002_provenance(db: Database) -> None:
+    """Each file's status (current / archived / proposal / report) and date, with where the date came from."""
+    files = db.table("ix_files")
+    files.add_column("status", str)
+    files.add_column("doc_date", str)
+    files.add_column("date_source", str)
+
+
+@migrations()
+def m003_docs_fts(db: Database) -> None:
+    """Documents as a whole (title, every heading, path): long docs whose chunks BM25 ranks low
+    still surface when their outline names the topic. rowid = `ix_files.id`."""
+    db.execute(
+        "CREATE VIRTUAL TABLE ix_docs_fts USING fts5("
+        "title, headings, path, "
+        "tokenize = \"unicode61 remove_diacritics 2 tokenchars '_'\")"
+    )
 
 
 def migrate(db: Database) -> None:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from bot.retrieval import assemble as assembly
+from bot.retrieval.entities import Entity, discover, recognise
 from bot.retrieval.rewrite import Rewriter
 from bot.retrieval.text import (
     _CJK_CHAR,
@@ -46,15 +48,54 @@ from bot.retrieval.text import (
 )
 from bot.types import Hit
 
-CANDIDATES = 200  # FTS rows re-scored per query
+CANDIDATES = 300  # FTS rows re-scored per query
+DOC_CANDIDATES = 30  # documents ranked whole (title, headings, path)
+MAX_HUBS = 12  # top-level docs always considered
+PER_DOC_CANDIDATES = 4  # chunks each of them brings when no chunk of it was a candidate
 MAX_TERMS = 64  # FTS terms per query
 WEIGHTS = (4.0, 3.0, 3.0, 1.0)  # bm25 column weights: title, heading, path, body
 COVERAGE_WEIGHT = 1.0
 BM25_WEIGHT = 0.5
 DUPLICATE_JACCARD = 0.8
 SNIPPET_CHARS = 240
+MAX_ASSEMBLY_DOCS = 40  # ranked documents handed to assembly
+DUPLICATE_WINDOW = 60  # passages compared for near-duplicates when assembling (the best ones)
+PASSAGE_TOKENS = 8000  # default context budget (ARCHBOT_PASSAGE_TOKENS)
+# Document-level score: a file whose several sections match beats one lucky chunk.
+SECOND_SECTION = 0.35
+THIRD_SECTION = 0.15
+# Prior by status: a design answer leans on current docs; archived ones only when nothing else says it.
+STATUS_PRIOR = {"current": 1.0, "proposal": 0.92, "report": 0.85, "archived": 0.6}
+ENTITY_BOOST = 0.5  # a recognised service's own docs
+HUB_PRIOR = 1.15
+DOC_BLEND = 0.0  # how much a chunk's document score adds to its own in `search` (ranked chunks)
 
 _Scored = tuple[float, int, set[str]]  # (score, chunk rowid, body terms)
+
+
+@dataclass
+class _File:
+    id: int
+    source: str
+    path: str
+    title: str
+    status: str
+    date: str | None
+    date_source: str | None
+
+
+@dataclass
+class _Ranked:
+    """One query's ranking: chunks, the files they belong to and each file's document score."""
+
+    chunks: list[_Scored]
+    concepts: list[Concept]
+    chunk_file: dict[int, int]  # chunk rowid -> file id
+    files: dict[int, _File]
+    doc_scores: dict[int, float]
+    entities: list[Entity]
+
+
 log = logging.getLogger(__name__)
 _DECORATION = frozenset({"So", "Sk", "Cs", "Mn", "Cf"})  # emoji, modifiers, variation selectors, joiners
 
@@ -140,7 +181,8 @@ def analyse(query: str) -> list[Concept]:
         for n in range(min(gloss.longest, len(units) - i), 0, -1):
             key = tuple(u.key for u in units[i : i + n])
             if n == 1 and units[i].ident and key not in gloss.entries:
-                key = tuple(units[i].alts[0])
+                # an identifier: its whole form, else its parts as a phrase ("real-time" → real time)
+                key = next((tuple(a) for a in units[i].alts if tuple(a) in gloss.entries), tuple(units[i].alts[0]))
             translations = gloss.entries.get(key)
             if not translations:
                 continue
@@ -204,11 +246,21 @@ def snippet(text: str, concepts: list[Concept], limit: int = SNIPPET_CHARS) -> s
 class Searcher:
     """Ranked passages from the index in `db_path`. Thread-safe; never raises for a missing index."""
 
-    def __init__(self, db_path: Path, *, docs_url: str | None = None, rewriter: Rewriter | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        docs_url: str | None = None,
+        rewriter: Rewriter | None = None,
+        passage_tokens: int = PASSAGE_TOKENS,
+    ) -> None:
         self.db_path = Path(db_path)
         self.docs_url = docs_url
         self.rewriter = rewriter
+        self.passage_tokens = passage_tokens
         self._local = threading.local()
+        self._entity_lock = threading.Lock()
+        self._entity_cache: tuple[object, list[Entity]] | None = None
 
     # -- connections ---------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection | None:
@@ -288,34 +340,49 @@ class Searcher:
 
     # -- search --------------------------------------------------------------------------
     def search(self, query: str, k: int = 8) -> list[Hit]:
-        """The k best passages for a question, best first, from distinct places."""
+        """The k best passages for a question, best first, from distinct places (one chunk each)."""
         if k <= 0 or not query.strip():
             return []
+        ranked = self._ranked(query)
+        if ranked is None:
+            return []
+        conn = self._conn()
+        assert conn is not None
+        return self._hits(conn, ranked, k)
+
+    def context(self, query: str, budget_tokens: int | None = None) -> list[Hit]:
+        """The passages to send the model for a question: team docs first, several sections of a
+        document when they match, with neighbours, filling `budget_tokens` (see assemble.py)."""
+        budget = self.passage_tokens if budget_tokens is None else budget_tokens
+        if budget <= 0 or not query.strip():
+            return []
+        ranked = self._ranked(query)
+        if ranked is None:
+            return []
+        conn = self._conn()
+        assert conn is not None
+        return self._passages(conn, ranked, budget)
+
+    def _ranked(self, query: str) -> _Ranked | None:
         conn = self._conn()
         if conn is None:
-            return []
+            return None
         try:
-            return self._search(conn, query, k)
+            total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
+            if not total:
+                return None
+            extra = self._rewrite(query)
+            if extra:
+                # The rewrite is searched together with the question, as one query. Measured with
+                # bench/rewrites.yaml on the 14 questions it covers (recall@5 / MRR@10): question alone
+                # 0.786 / 0.722; one query 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
+                # One query finds more and costs one search instead of two.
+                query = query + "\n" + extra
+            return self._rank(conn, query, total)
         except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
+            if "no such table" in str(exc) or "no such column" in str(exc):
+                return None
             raise
-
-    def _search(self, conn: sqlite3.Connection, query: str, k: int) -> list[Hit]:
-        total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
-        if not total:
-            return []
-        extra = self._rewrite(query)
-        if extra:
-            # The rewrite is searched together with the question, as one query. Measured with
-            # bench/rewrites.yaml on the 14 questions it covers (recall@5 / MRR@10): question alone
-            # 0.786 / 0.722; one query 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
-            # One query finds more and costs one search instead of two.
-            query = query + "\n" + extra
-        scored, live = self._rank(conn, query, total)
-        if not scored:
-            return []
-        return self._hits(conn, scored, live, k)
 
     def _rewrite(self, query: str) -> str | None:
         if self.rewriter is None:
@@ -326,11 +393,39 @@ class Searcher:
             log.warning("query rewriter raised; searching without it", exc_info=True)
             return None
 
-    def _rank(self, conn: sqlite3.Connection, query: str, total: int) -> tuple[list[_Scored], list[Concept]]:
-        """Candidates for one query, best first, with the concepts that scored them."""
+    def _entities(self, conn: sqlite3.Connection) -> list[Entity]:
+        """The services the index knows of, rediscovered whenever the index changed."""
+        signature = conn.execute("SELECT count(*), max(indexed_at), sum(chunks) FROM ix_files").fetchone()
+        with self._entity_lock:
+            if self._entity_cache is not None and self._entity_cache[0] == signature:
+                return self._entity_cache[1]
+        entities = discover(conn)
+        with self._entity_lock:
+            self._entity_cache = (signature, entities)
+        return entities
+
+    def _hubs(self, conn: sqlite3.Connection) -> list[int]:
+        """Top-level current team docs (README, ARCHITECTURE, CLAUDE.md…): the overview, always considered."""
+        return [
+            fid
+            for (fid,) in conn.execute(
+                "SELECT id FROM ix_files WHERE source != 'knowledge' AND instr(path, '/') = 0 "
+                "AND coalesce(status, 'current') = 'current' ORDER BY chunks DESC LIMIT ?",
+                (MAX_HUBS,),
+            )
+        ]
+
+    def _rank(self, conn: sqlite3.Connection, query: str, total: int) -> _Ranked | None:
+        """Candidates for one query scored as chunks and as documents."""
         concepts = analyse(query)
         if not concepts:
-            return [], []
+            return None
+        question_terms = {t for c in concepts for t in c.terms()}
+        entities = recognise(query, question_terms, self._entities(conn))
+        for entity in entities:  # a chunk naming the service answers the concept that named it
+            for concept in concepts:
+                if any(t in entity.strong or t in entity.weak for t in concept.terms()):
+                    concept.add((entity.ident,))
         all_terms: list[str] = []
         for concept in concepts:
             for t in concept.terms():
@@ -351,15 +446,44 @@ class Searcher:
                 concept.weight = max(weights)
                 live.append(concept)
         if not live:
-            return [], []
+            return None
         terms = [t for t in all_terms if t in df]
-        rows = conn.execute(
+        sql = (
             "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r, title, heading, path, body FROM ix_fts "
-            "WHERE ix_fts MATCH ? ORDER BY r LIMIT ?",
-            (*WEIGHTS, _fts_query(terms), CANDIDATES),
+            "WHERE ix_fts MATCH ? ORDER BY r LIMIT ?"
+        )
+        rows = conn.execute(sql, (*WEIGHTS, _fts_query(terms), CANDIDATES)).fetchall()
+        # BM25 favours short chunks: a long authoritative doc whose outline names the topic (an
+        # overview's "Notification Service" section) would never be a candidate. Documents are also
+        # ranked whole (title, headings, path), and the best of them bring their matching chunks.
+        doc_rank = conn.execute(
+            "SELECT rowid, bm25(ix_docs_fts, 3.0, 2.0, 2.0) AS r FROM ix_docs_fts WHERE ix_docs_fts MATCH ? "
+            "ORDER BY r LIMIT ?",
+            (_fts_query(terms), DOC_CANDIDATES),
         ).fetchall()
+        taken_files = (
+            {
+                fid
+                for (fid,) in conn.execute(
+                    f"SELECT DISTINCT file_id FROM ix_chunks WHERE id IN ({','.join('?' * len(rows))})",
+                    [r[0] for r in rows],
+                )
+            }
+            if rows
+            else set()
+        )
+        missing = [
+            fid for fid in dict.fromkeys([*(f for f, _ in doc_rank), *self._hubs(conn)]) if fid not in taken_files
+        ]
+        if missing:
+            rows += conn.execute(
+                "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r, title, heading, path, body FROM ix_fts "
+                "WHERE ix_fts MATCH ? AND rowid IN "
+                f"(SELECT id FROM ix_chunks WHERE file_id IN ({','.join('?' * len(missing))})) ORDER BY r LIMIT ?",
+                (*WEIGHTS, _fts_query(terms), *missing, PER_DOC_CANDIDATES * len(missing)),
+            ).fetchall()
         if not rows:
-            return [], live
+            return None
         best_bm25 = max(-r[1] for r in rows) or 1.0
         total_weight = sum(c.weight for c in live)
         scored: list[_Scored] = []
@@ -370,24 +494,81 @@ class Searcher:
             score = COVERAGE_WEIGHT * coverage + BM25_WEIGHT * (-r / best_bm25)
             scored.append((score, rowid, body_terms))
         scored.sort(key=lambda s: -s[0])
-        return scored, live
+        ids = [rowid for _, rowid, _ in scored]
+        chunk_file: dict[int, int] = {}
+        files: dict[int, _File] = {}
+        for cid, fid, source, path, title, status, date, date_source in conn.execute(
+            "SELECT c.id, f.id, f.source, f.path, f.title, f.status, f.doc_date, f.date_source "
+            f"FROM ix_chunks c JOIN ix_files f ON f.id = c.file_id WHERE c.id IN ({','.join('?' * len(ids))})",
+            ids,
+        ):
+            chunk_file[cid] = fid
+            if fid not in files:
+                files[fid] = _File(fid, source, path, title or "", status or "current", date, date_source)
+        return _Ranked(scored, live, chunk_file, files, self._doc_scores(scored, chunk_file, files, entities), entities)
 
-    def _hits(self, conn: sqlite3.Connection, scored: list[_Scored], live: list[Concept], k: int) -> list[Hit]:
-        """The ranking walked into k distinct places, as Hits."""
+    @staticmethod
+    def _doc_scores(
+        scored: list[_Scored], chunk_file: dict[int, int], files: dict[int, _File], entities: list[Entity]
+    ) -> dict[int, float]:
+        """Each file's score: its best chunks (decaying), times its status prior and a service's own-docs boost."""
+        per_file: dict[int, list[float]] = {}
+        for score, rowid, _ in scored:
+            fid = chunk_file.get(rowid)
+            if fid is not None:
+                per_file.setdefault(fid, []).append(score)
+        out: dict[int, float] = {}
+        for fid, scores in per_file.items():
+            top = [*sorted(scores, reverse=True)[:3], 0.0, 0.0]
+            value = top[0] + SECOND_SECTION * top[1] + THIRD_SECTION * top[2]
+            info = files[fid]
+            value *= STATUS_PRIOR.get(info.status, 1.0)
+            if info.source != "knowledge" and "/" not in info.path and info.status == "current":
+                value *= HUB_PRIOR  # a top-level current doc (README, ARCHITECTURE, CLAUDE.md) describes the whole
+            if info.source != "knowledge" and entities:
+                value *= 1 + ENTITY_BOOST * max(e.ownership(info.path) for e in entities)
+            out[fid] = value
+        return out
+
+    def _hit(self, info: _File, *, heading: str, text: str, score: float, live: list[Concept]) -> Hit:
+        url = None
+        if self.docs_url and info.source != "knowledge":
+            url = self.docs_url.rstrip("/") + "/" + info.path
+        return Hit(
+            path=info.path,
+            heading=heading,
+            score=round(score, 4),
+            snippet=snippet(text, live),
+            text=text,
+            source=info.source,
+            url=url,
+            title=info.title,
+            status=info.status,
+            date=info.date,
+            date_source=info.date_source,
+        )
+
+    @staticmethod
+    def _fact_score(ranked: _Ranked, item: _Scored) -> float:
+        """A chunk's rank for `search`: its own score, nudged by its document's."""
+        fid = ranked.chunk_file.get(item[1], -1)
+        return item[0] + DOC_BLEND * ranked.doc_scores.get(fid, 0.0)
+
+    def _hits(self, conn: sqlite3.Connection, ranked: _Ranked, k: int) -> list[Hit]:
+        """The ranking walked into k distinct places, as Hits: files by document score, each by its best chunk."""
+        scored = sorted(ranked.chunks, key=lambda s: -self._fact_score(ranked, s))
         ids = [rowid for _, rowid, _ in scored]
         meta = {
             row[0]: row[1:]
             for row in conn.execute(
-                "SELECT c.id, c.file_id, c.heading, c.text, f.source, f.path, f.title "
-                f"FROM ix_chunks c JOIN ix_files f ON f.id = c.file_id WHERE c.id IN ({','.join('?' * len(ids))})",
-                ids,
+                f"SELECT id, file_id, heading, text FROM ix_chunks WHERE id IN ({','.join('?' * len(ids))})", ids
             )
         }
         # Walk the ranking once: a passage that nearly repeats one already seen is dropped, and
         # its file becomes an alias of the earlier one (a copied document is one place, not two).
         # The first results take one passage per place; second passages fill up after.
-        chosen: list[tuple[float, int, set[str]]] = []
-        later: list[tuple[float, int, set[str]]] = []
+        chosen: list[_Scored] = []
+        later: list[_Scored] = []
         seen: list[tuple[int, set[str]]] = []  # (place, body terms) of passages kept so far
         alias: dict[int, int] = {}
         places: set[int] = set()
@@ -413,24 +594,64 @@ class Searcher:
         if len(chosen) < k:  # fewer distinct places than k: second passages from the same places
             chosen.extend(later[: k - len(chosen)])
         hits = []
-        for score, rowid, _ in chosen:
-            _, heading, text, source, path, title = meta[rowid]
-            url = None
-            if self.docs_url and source != "knowledge":
-                url = self.docs_url.rstrip("/") + "/" + path
-            hits.append(
-                Hit(
-                    path=path,
-                    heading=heading,
-                    score=round(score, 4),
-                    snippet=snippet(text, live),
-                    text=text,
-                    source=source,
-                    url=url,
-                    title=title or "",
-                )
-            )
+        score_of = {rowid: score for score, rowid, _ in chosen}
+        for _, rowid, _ in chosen:
+            file_id, heading, text = meta[rowid]
+            score = self._fact_score(ranked, (score_of[rowid], rowid, set()))
+            hits.append(self._hit(ranked.files[file_id], heading=heading, text=text, score=score, live=ranked.concepts))
         return hits
+
+    def _passages(self, conn: sqlite3.Connection, ranked: _Ranked, budget: int) -> list[Hit]:
+        """Ranked documents assembled into passages within the token budget."""
+        matched: dict[int, list[assembly.Section]] = {}
+        texts = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                f"SELECT id, ordinal, heading, text FROM ix_chunks WHERE id IN ({','.join('?' * len(ranked.chunks))})",
+                [rowid for _, rowid, _ in ranked.chunks],
+            )
+        }
+        seen: list[set[str]] = []
+        for score, rowid, body_terms in ranked.chunks:  # best first
+            fid = ranked.chunk_file.get(rowid)
+            if fid is None or rowid not in texts:
+                continue
+            if len(matched.get(fid, ())) >= assembly.MAX_SECTIONS:
+                continue
+            if fid not in matched and len(matched) >= MAX_ASSEMBLY_DOCS:
+                continue
+            if any(_jaccard(body_terms, other) >= DUPLICATE_JACCARD for other in seen):
+                continue  # a copy of a passage already taken (the corpus repeats itself)
+            if len(seen) < DUPLICATE_WINDOW:
+                seen.append(body_terms)
+            ordinal, heading, text = texts[rowid]
+            matched.setdefault(fid, []).append(assembly.Section(ordinal, heading, text, score))
+        docs = [
+            assembly.Doc(
+                fid,
+                ranked.doc_scores[fid],
+                sections,
+                knowledge=ranked.files[fid].source == "knowledge",
+                folder=ranked.files[fid].path.rpartition("/")[0],
+            )
+            for fid, sections in matched.items()
+        ]
+        docs.sort(key=lambda d: -d.score)
+
+        def load(doc: assembly.Doc) -> dict[int, assembly.Section]:
+            scores = {s.ordinal: s.score for s in doc.matched}
+            return {
+                ordinal: assembly.Section(ordinal, heading, text, scores.get(ordinal, 0.0))
+                for ordinal, heading, text in conn.execute(
+                    "SELECT ordinal, heading, text FROM ix_chunks WHERE file_id = ? ORDER BY ordinal", (doc.key,)
+                )
+            }
+
+        passages = assembly.assemble(docs, load, budget_tokens=budget)
+        return [
+            self._hit(ranked.files[p.doc.key], heading=p.heading, text=p.text, score=p.doc.score, live=ranked.concepts)
+            for p in passages
+        ]
 
 
 def _clean_title(title: str) -> str:
@@ -446,4 +667,7 @@ def _clean_title(title: str) -> str:
 def _jaccard(a: set[str], b: set[str]) -> float:
     if not a or not b:
         return 0.0
+    small, large = sorted((len(a), len(b)))
+    if small < DUPLICATE_JACCARD * large:  # the Jaccard index cannot exceed small / large: skip the set work
+        return small / large
     return len(a & b) / len(a | b)

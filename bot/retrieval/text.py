@@ -69,11 +69,19 @@ def stopwords() -> frozenset[str]:
 _STEMMER = snowballstemmer.stemmer("english")
 
 
+# Words the stemmer would fold into another word with a different meaning: Snowball takes
+# "liveness" to "live", so "where should billing logic live" met the liveness-probe page. A noun
+# in -ness names its own concept ("readiness", "liveness", "business"): it is kept whole.
+_KEEP_WHOLE_SUFFIXES = ("ness",)
+
+
 @lru_cache(maxsize=200_000)
 def fold(word: str) -> str:
     """Lower-case and stem an English word; identity (lower-cased) for anything else."""
     w = word.lower()
     if len(w) > 3 and w.isascii() and w.isalpha():
+        if w.endswith(_KEEP_WHOLE_SUFFIXES):
+            return w
         return str(_STEMMER.stemWord(w))
     return w
 
