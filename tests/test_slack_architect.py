@@ -438,7 +438,8 @@ async def test_cited_answer_links_to_the_doc(tmp_path: Path, slack: FakeSlack, m
         answer = (await wait_answers(slack, "C1", parent.ts))[0]
         shown = message_text(answer)
         link = f"{DOCS_URL}/runbooks/Device%20events%20%28v2%29.md"
-        assert f"1. [{DOC_PATH} › Device events > Zorblax retry policy]({link})" in shown.splitlines()
+        line = f"1. [{DOC_PATH} › Device events > Zorblax retry policy]({link})"
+        assert any(shown_line.startswith(line) for shown_line in shown.splitlines())
         assert "The gateway retries five times" in shown
 
         request = answer_requests(model)[0]

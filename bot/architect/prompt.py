@@ -189,25 +189,34 @@ def passage_title(hit: Hit) -> str:
 
 
 def build_search_results(
-    hits: Sequence[Hit], *, budget_tokens: int = PASSAGE_TOKENS
+    hits: Sequence[Hit],
+    *,
+    budget_tokens: int = PASSAGE_TOKENS,
+    max_chars: int | None = None,
+    max_total: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[Hit]]:
     """`search_result` blocks for the hits that fit the token budget, and those hits in the same order.
 
     The i-th block is the i-th returned hit, which is how a citation's `search_result_index`
     maps back to a path. Hits without text are skipped (an empty block is a 400). A hit larger
-    than what is left of the budget is cut to fit when it is the first, else left out.
+    than what is left of the budget is cut to fit when it is the first, else left out. Callers that
+    size in characters instead (`max_chars` per passage, `max_total` in all) get those limits too.
     """
     blocks: list[dict[str, Any]] = []
     sent: list[Hit] = []
     total = 0
+    total_chars = 0
     for hit in hits:
         left = budget_tokens - total
         text = (hit.text or hit.snippet or "").strip()
+        if max_chars is not None and len(text) > max_chars:
+            text = _trim(text, estimate_tokens(text[:max_chars]))
         if not sent:
             text = _trim(text, left)
         cost = estimate_tokens(text)
-        if not text or cost > left:
+        if not text or cost > left or (max_total is not None and sent and total_chars + len(text) > max_total):
             continue
+        total_chars += len(text)
         content = _citable_blocks(text)
         if not content:
             continue
