@@ -174,18 +174,25 @@ def _citable_blocks(text: str) -> list[dict[str, str]]:
     return [{"type": "text", "text": p.strip()} for p in pieces if p.strip()]
 
 
+def passage_label(hit: Hit) -> str:
+    """A passage's heading path and what kind of doc it is: `Guide > Ports [current, 2025-11-03]`."""
+    if hit.source == "knowledge":
+        label = "pattern library: ours, not a team doc"
+    else:
+        label = hit.status + (f", {hit.date}" if hit.date else "")
+    heading = hit.heading or hit.title
+    return f"{heading} [{label}]" if heading else f"[{label}]"
+
+
 def passage_title(hit: Hit) -> str:
     """Where a passage comes from, for the model: path, heading path, and what kind of doc it is.
 
     `docs/X.md › Guide > Ports [current, 2025-11-03]`; a pattern-library page reads
     `knowledge/saga.md › Saga [pattern library: ours, not a team doc]`.
     """
-    if hit.source == "knowledge":
-        where, label = f"knowledge/{hit.path}", "pattern library: ours, not a team doc"
-    else:
-        where, label = hit.path, hit.status + (f", {hit.date}" if hit.date else "")
-    heading = hit.heading or hit.title
-    return f"{where} › {heading} [{label}]" if heading else f"{where} [{label}]"
+    where = f"knowledge/{hit.path}" if hit.source == "knowledge" else hit.path
+    label = passage_label(hit)
+    return f"{where} › {label}" if not label.startswith("[") else f"{where} {label}"
 
 
 def build_search_results(
@@ -325,7 +332,7 @@ def build_record_messages(
         # what people said earlier (short, unlike earlier answers): a decision may have been taken there
         said = "\n\n".join(_trim(text, RECORD_EARLIER_CHARS) for text in earlier)
         question = f"{notes['record_earlier']}\n\n{said}\n\n---\n\n{question}"
-    listed = "\n".join(f"- `{hit.ref}` — {passage_title(hit)}" for hit in sent) or "- (none)"
+    listed = "\n".join(f"- `{hit.ref}` — {passage_label(hit)}" for hit in sent) or "- (none)"
     legend = "; ".join(f"[{c.number}] `{c.url or c.path}`" for c in citations if c.number)
     record_note = notes["record"] + (f"\n\nThe markers in your reply: {legend}." if legend else "")
     return [
