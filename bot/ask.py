@@ -88,9 +88,10 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
     async with Architect(settings) as architect:
         answer = await architect.respond(turns=[Turn(role="user", text=question)], hits=hits, on_text=on_text)
     from bot.i18n import detect_language
+    from bot.slack.neutralise import strip_marks
     from bot.slack.render import build_answer_body
 
-    full = build_answer_body(answer, lang=detect_language(question))
+    full = strip_marks(build_answer_body(answer, lang=detect_language(question)))  # a terminal, not Slack
     streamed = shown.strip()
     click.echo(full[len(streamed) :] if streamed and full.startswith(streamed) else full)
     return answer

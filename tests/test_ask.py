@@ -105,3 +105,23 @@ def test_ask_in_chinese_without_a_key_is_labelled_in_chinese(tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     assert "仅检索结果" in result.output and "ANTHROPIC_API_KEY" in result.output
+
+
+def test_ask_prints_no_internal_mark_with_linked_sources(tmp_path: Path, model_in_background: FakeAnthropic) -> None:
+    """Linked sources carry the neutraliser's bot-composed mark until Slack; a terminal never sees it."""
+    docs = tmp_path / "team-docs"
+    docs.mkdir()
+    (docs / "resilience.md").write_text(
+        "# Zorblax gateway\n\nThe zorblax gateway isolates a slow downstream with timeouts and a circuit breaker.\n"
+    )
+    env = {
+        "ARCHBOT_DB": str(tmp_path / "a.db"),
+        "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
+        "ANTHROPIC_BASE_URL": model_in_background.base_url,
+        "ARCHBOT_DOCS_URL": "https://git.example/blob/main/",
+    }
+    assert CliRunner().invoke(cli, ["index", str(docs)], env=env).exit_code == 0
+    result = CliRunner().invoke(cli, ["ask", "How does the zorblax gateway isolate a slow downstream?"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "](https://git.example/blob/main/" in result.output  # a linked source was printed
+    assert "\ue000" not in result.output and "\ue001" not in result.output
