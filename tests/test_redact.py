@@ -223,3 +223,12 @@ async def test_without_a_model_slack_shows_the_passage_redacted(tmp_path: Path, 
     assert "billing" in written
     for value in PLANTED:
         assert value not in written
+
+
+def test_weak_defaults_are_credentials_too() -> None:
+    for text, expected in [
+        ("password: 'secret'", "password: '[redacted: password]'"),
+        ('"password":"password"', '"password":"[redacted: password]"'),
+        ("POSTGRES_PASSWORD=changeme", "POSTGRES_PASSWORD=[redacted: password]"),
+    ]:
+        assert redact_secrets(text).text == expected

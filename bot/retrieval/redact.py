@@ -17,7 +17,8 @@ Two layers:
   hashes in docs look random too), and so is its IP detector (an address is not a credential).
 
 Kept on purpose (not secrets, and useful in an answer): placeholders (`your-password`,
-`<token>`, `xxxx`, `***`, `changeme` is *not* one: it is a working default), references
+`<token>`, `xxxx`, `***`; but `changeme`, `password` or `secret` as a value are redacted: they
+are working defaults, and the name says enough), the `user:pass@host:port` URL template, references
 (`${DB_PASSWORD}`, `$TOKEN`, `process.env.X`, `{{ .Values.x }}`), numbers, durations and booleans
 (`token_ttl: 3600`, `max_tokens: 4096`, `expires: 15m`), type names (`password: string`), code
 expressions (`const token = getToken()`), and names that only mention a secret
@@ -33,7 +34,7 @@ from functools import cache
 from typing import Any
 
 MARK = "[redacted: {kind}]"
-VERSION = "r1"  # part of the indexer's analysis version: bump when what is redacted changes
+VERSION = "r2"  # part of the indexer's analysis version: bump when what is redacted changes
 
 
 @dataclass
@@ -55,8 +56,7 @@ _PLACEHOLDER = re.compile(
       | (?i:.*your[A-Z_].*)                            # yourPassword, YOUR_KEY
       | (?i:(?:my|some|the|a)[\s_-]?(?:secret|password|token|key).*)
       | (?i:.*(?:placeholder|redacted|example[_-]?(?:key|secret|token|password)|replace[_-]?me).*)
-      | (?i:(?:secret|password|passwd|pass|pwd|token|key|api[_-]?key|apikey|value|string|none|null|nil|empty))
-      | (?i:(?:test|tbd|todo|-+|_+))
+      | (?i:(?:value|string|none|null|nil|empty|tbd|todo|-+|_+))
     )$""",
     re.VERBOSE,
 )
@@ -362,7 +362,7 @@ def _redact_jwts(text: str, kinds: Counter[str]) -> str:
 def _redact_url_credentials(text: str, kinds: Counter[str]) -> str:
     def repl(m: re.Match[str]) -> str:
         password = m.group(3)
-        if _is_kept(password, quoted=True, code=False) or password.lower() in ("pass", "password"):
+        if _is_kept(password, quoted=True, code=False) or password.lower() in ("pass", "password", "pwd"):
             return m.group(0)
         kinds["password"] += 1
         return f"{m.group(1)}{m.group(2)}:{MARK.format(kind='password')}@"
