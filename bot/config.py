@@ -218,8 +218,8 @@ class Settings(BaseSettings):
     language: Literal["en", "zh"] = Field(
         "en",
         validation_alias=_alias("ARCHBOT_LANGUAGE"),
-        description="Language of what has no question to follow (the `/arch-review` form, App Home, the digest); "
-        "answers, buttons and messages in a thread follow the asker's language.",
+        description="Language of what has no question to follow (the digest, suggested prompts, the review form and "
+        "App Home for someone who never asked); answers and everything in a thread follow the asker's language.",
     )
     reindex_minutes: int = Field(
         30,

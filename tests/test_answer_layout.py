@@ -315,3 +315,17 @@ async def test_a_follow_up_sends_the_earlier_answer_without_its_quotes(
         text = earlier["content"] if isinstance(earlier["content"], str) else str(earlier["content"])
         assert "Device events use `device.connection.lost`. [1]" in text and "**Sources**" in text
         assert QUOTE not in text
+
+
+async def test_the_empty_review_form_speaks_the_askers_own_language(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        parent = await ask(bot, slack, "计费逻辑应该放在哪个服务？")  # U1 asks in Chinese
+        await wait_answers(slack, "C1", parent.ts)
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        for user in ("U1", "U2"):  # U2 never asked: ARCHBOT_LANGUAGE (English)
+            fields = slash_command_payload("/arch-review", "", user=user, channel="C7")
+            assert (await post_slash_command(url(bot), slack.signing_secret, fields))[0] == 200
+        titles = [c.args["view"]["title"]["text"] for c in slack.calls_to("views.open")]
+        assert titles == ["架构评审", "Architecture review"]

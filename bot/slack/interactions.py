@@ -8,8 +8,9 @@ Everything here acks within Slack's 3 seconds and leaves slow work to a Job:
   acknowledged privately; a 👎 offers an optional "what was missing?" modal.
 
 Language: what answers a text (a proposal, a click under an answer) follows that text's language;
-the empty review form, which has none, is in `ARCHBOT_LANGUAGE`, and its language rides in the
-view's `private_metadata` so its errors and the composed proposal match it.
+the empty review form, which has none, is in the language of the user's own recent questions (else
+`ARCHBOT_LANGUAGE`), and its language rides in the view's `private_metadata` so its errors and the
+composed proposal match it.
 """
 
 from __future__ import annotations
@@ -127,12 +128,25 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
             deps.wake.set()
         return job_id
 
+    async def asker_language(user: str) -> Lang:
+        """The language of the user's own recent questions (an empty form has no text to read), else
+        ARCHBOT_LANGUAGE; any store trouble gives the setting (the form must open within 3 s)."""
+        from bot.slack.home import load_user_language
+
+        quick = store.quick
+        try:
+            return await quick.run(load_user_language, quick.sync, user, deps.settings.language)
+        except Exception:
+            log.info("review form: the asker's language is unknown; using ARCHBOT_LANGUAGE")
+            return deps.settings.language
+
     @app.command("/arch-review")
     async def on_review(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
         text = str(command.get("text") or "").strip()
         channel = str(command.get("channel_id") or "")
         lang = detect_language(text, default=deps.settings.language)
         if not text:
+            lang = await asker_language(str(command.get("user_id") or ""))
             try:
                 view = build_review_modal(channel_id=channel, lang=lang)
                 await open_view(client, trigger_id=command["trigger_id"], view=view)
