@@ -253,9 +253,9 @@ def test_cli_answers_import_only_what_they_use(tmp_path: Path, command: list[str
     assert not set(heavy) & set(absent), heavy
 
 
-def test_glossary_cuts_match_rjieba() -> None:
-    from bot.retrieval.text import _glossary_cuts, cut_phrase, glossary_phrases
+def test_glossary_terms_file_is_current() -> None:
+    from bot.retrieval.text import _glossary_terms, glossary_phrases, phrase_terms
 
-    cuts = _glossary_cuts()
-    stale = [p for p in glossary_phrases() if cuts.get(p) != cut_phrase(p)]
-    assert not stale, f"bot/data/glossary_cuts.tsv is stale ({stale[:3]}…): run python -m bot.retrieval.text"
+    known = _glossary_terms()
+    stale = [p for p in glossary_phrases() if known.get(p) != phrase_terms(p)]
+    assert not stale, f"bot/data/glossary_terms.tsv is stale ({stale[:3]}…): run python -m bot.retrieval.text"

@@ -154,7 +154,7 @@ class Glossary:
         self.longest = max(self.longest, len(key))
 
 
-GLOSSARY_CUTS = "glossary_cuts.tsv"
+GLOSSARY_TERMS = "glossary_terms.tsv"
 
 
 def cut_phrase(phrase: str) -> tuple[str, ...]:
@@ -162,37 +162,42 @@ def cut_phrase(phrase: str) -> tuple[str, ...]:
     return tuple(t for t in _jieba().cut(phrase) if t.strip())
 
 
+def phrase_terms(phrase: str) -> tuple[str, ...]:
+    """A glossary phrase's terms: a Chinese one cut by rjieba, an English one's words folded."""
+    if has_cjk(phrase):
+        return cut_phrase(phrase)
+    return tuple(fold(w) for w in re.findall(r"[A-Za-z0-9]+", phrase))
+
+
 @cache
-def _glossary_cuts() -> dict[str, tuple[str, ...]]:
-    """The glossary's Chinese phrases, already cut (bot/data/glossary_cuts.tsv, written by
-    `python -m bot.retrieval.text`): loading the glossary then needs no rjieba, so an English
-    search never loads its dictionary. A test checks the file against rjieba."""
+def _glossary_terms() -> dict[str, tuple[str, ...]]:
+    """The glossary's phrases with their terms already computed (bot/data/glossary_terms.tsv,
+    written by `python -m bot.retrieval.text`): loading the glossary then needs neither rjieba's
+    dictionary nor the stemmer, so a CLI search starts fast. A test checks the file is current."""
     out: dict[str, tuple[str, ...]] = {}
-    for line in _data(GLOSSARY_CUTS).splitlines():
+    for line in _data(GLOSSARY_TERMS).splitlines():
         if "\t" in line and not line.startswith("#"):
-            phrase, cut = line.split("\t", 1)
-            out[phrase] = tuple(cut.split())
+            phrase, found = line.split("\t", 1)
+            out[phrase] = tuple(found.split())
     return out
 
 
 def glossary_phrases() -> list[str]:
-    """The Chinese phrases of bot/data/glossary.tsv, in order, once each."""
+    """The phrases of bot/data/glossary.tsv (both languages), in order, once each."""
     found: dict[str, None] = {}
     for line in _data("glossary.tsv").splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "\t" in line:
             for side in line.split("\t", 1):
                 for p in side.split("|"):
-                    if p.strip() and has_cjk(p):
+                    if p.strip():
                         found.setdefault(p.strip())
     return list(found)
 
 
 def _phrase_terms(phrase: str) -> tuple[str, ...]:
-    if has_cjk(phrase):
-        cut = _glossary_cuts().get(phrase.strip())
-        return cut if cut is not None else cut_phrase(phrase)
-    return tuple(fold(w) for w in re.findall(r"[A-Za-z0-9]+", phrase))
+    known = _glossary_terms().get(phrase.strip())
+    return known if known is not None else phrase_terms(phrase)
 
 
 @cache
@@ -219,10 +224,10 @@ def glossary() -> Glossary:
     return g
 
 
-if __name__ == "__main__":  # regenerate bot/data/glossary_cuts.tsv after editing glossary.tsv
-    target = resources.files("bot.data").joinpath(GLOSSARY_CUTS)
-    lines = ["# glossary.tsv's Chinese phrases as rjieba cuts them (python -m bot.retrieval.text)"]
-    lines += [f"{p}\t{' '.join(cut_phrase(p))}" for p in glossary_phrases()]
+if __name__ == "__main__":  # regenerate bot/data/glossary_terms.tsv after editing glossary.tsv
+    target = resources.files("bot.data").joinpath(GLOSSARY_TERMS)
+    lines = ["# glossary.tsv's phrases and their index terms (python -m bot.retrieval.text writes this file)"]
+    lines += [f"{p}\t{' '.join(phrase_terms(p))}" for p in glossary_phrases()]
     with resources.as_file(target) as path:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {len(lines) - 1} phrases to {GLOSSARY_CUTS}")
+    print(f"wrote {len(lines) - 1} phrases to {GLOSSARY_TERMS}")
