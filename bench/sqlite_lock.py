@@ -33,7 +33,8 @@ from tests.fakes.signing import post_event  # noqa: E402
 from tests.fakes.slack import FakeSlack, event_callback, mention_event  # noqa: E402
 from tests.helpers import answers_in  # noqa: E402
 
-SLACK_RETRY_WAITS = (0.0, 60.0, 300.0)  # Slack retries a failed delivery at once, after 1 min, after 5 min
+# The delivery, then Slack's three retries: nearly at once, after 1 minute, after 5 minutes.
+SLACK_RETRY_WAITS = (0.0, 0.0, 60.0, 300.0)
 
 HOLDER = """
 import sqlite3, sys, time

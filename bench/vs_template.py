@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import tempfile
@@ -55,10 +56,13 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, path: str) -> N
     raise RuntimeError("bot never came up")
 
 
-async def start(kind: str, slack: FakeSlack, model: FakeAnthropic, tmp: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start(
+    kind: str, slack: FakeSlack, model: FakeAnthropic, tmp: Path, extra_env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
     env = bot_env(tmp, slack, model, port)
     env["ARCHBOT_LOG_LEVEL"] = "WARNING"
+    env.update(extra_env or {})
     log = (tmp / f"{kind}.log").open("wb")
     if kind == "archbot":
         indexer = await asyncio.create_subprocess_exec(
@@ -77,6 +81,18 @@ async def start(kind: str, slack: FakeSlack, model: FakeAnthropic, tmp: Path) ->
     return proc, port
 
 
+def _chunk_text(chunks: object) -> str:
+    """The words in streamed chunks (`markdown_text` ones; task updates are not the answer's text)."""
+    if isinstance(chunks, str):
+        try:
+            chunks = json.loads(chunks)
+        except ValueError:
+            return ""
+    if not isinstance(chunks, list):
+        return ""
+    return "".join(str(c.get("text") or "") for c in chunks if isinstance(c, dict) and c.get("type") == "markdown_text")
+
+
 def outcome(slack: FakeSlack, thread_ts: str) -> str | None:
     """'ok', 'failed' or None (nothing final yet) for one question's thread."""
     for m in slack.thread("C1", thread_ts):
@@ -91,13 +107,15 @@ def outcome(slack: FakeSlack, thread_ts: str) -> str | None:
     return None
 
 
-async def run_one(kind: str, n: int, latency: float, rate_limit: int | None) -> dict[str, float]:
+async def run_one(
+    kind: str, n: int, latency: float, rate_limit: int | None, extra_env: dict[str, str] | None = None
+) -> dict[str, float]:
     slack = FakeSlack(redeliver_after=None)
     model = FakeAnthropic(first_token_latency=latency, max_in_flight=rate_limit)
     await slack.start()
     await model.start()
     tmp = Path(tempfile.mkdtemp(prefix=f"archbot-vs-{kind}-"))
-    proc, port = await start(kind, slack, model, tmp)
+    proc, port = await start(kind, slack, model, tmp, extra_env)
     try:
         parents = [slack.add_message("C1", f"<@UBOT> burst question {i}", user="U1") for i in range(n)]
         sent: dict[str, float] = {}
@@ -122,8 +140,12 @@ async def run_one(kind: str, n: int, latency: float, rate_limit: int | None) -> 
         for call in slack.calls:
             if call.method in ("chat.startStream", "chat.postMessage", "chat.appendStream") and not call.failed:
                 thread = str(call.args.get("thread_ts") or "")
-                text = str(call.args.get("markdown_text") or call.args.get("text") or call.args.get("chunks") or "")
-                text = "" if text == "[]" else text
+                if not thread and call.args.get("ts"):  # appendStream names the stream's message
+                    message = slack.message("C1", str(call.args["ts"]))
+                    thread = str(message.thread_ts or "") if message is not None else ""
+                text = str(
+                    call.args.get("markdown_text") or call.args.get("text") or _chunk_text(call.args.get("chunks"))
+                )
                 if thread in sent and thread not in first and text and not text.startswith((FAILURE_MARK, ERROR_TEXT)):
                     first[thread] = call.at - sent[thread]
         outcomes = [outcome(slack, p.ts) for p in parents]
@@ -156,6 +178,7 @@ async def main() -> None:
     parser.add_argument("--model-latency", type=float, default=2.0, help="fake model time to first token (s)")
     parser.add_argument("--rate-limit", type=int, default=10, help="the 429 scenario: requests allowed in flight")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--search-workers", type=int, default=None, help="archbot's ARCHBOT_SEARCH_WORKERS")
     args = parser.parse_args()
     print(f"{args.n} mentions at once, model {args.model_latency:g} s to first token\n")
     print(
@@ -166,7 +189,8 @@ async def main() -> None:
         for _ in range(args.repeat):
             results = {}
             for kind in ("template", "archbot"):
-                r = results[kind] = await run_one(kind, args.n, args.model_latency, limit)
+                extra = {"ARCHBOT_SEARCH_WORKERS": str(args.search_workers)} if args.search_workers is not None else {}
+                r = results[kind] = await run_one(kind, args.n, args.model_latency, limit, extra)
                 print(
                     f"{scenario:<8} {kind:<8} {r['ack_p50']:>6.1f}ms {r['ack_p99']:>6.1f}ms {r['ft_p50']:>7.2f}s"
                     f" {r['ft_p99']:>7.2f}s {r['ft_last']:>7.2f}s {r['ok']:>4} {r['failed']:>4} {r['lost']:>4}"

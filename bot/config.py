@@ -195,6 +195,14 @@ class Settings(BaseSettings):
         description="Token budget for the doc passages sent with a question: team docs fill it first "
         "(several sections of a doc, with neighbours), pattern-library pages get what is left.",
     )
+    search_workers: int = Field(
+        2,
+        ge=0,
+        le=16,
+        validation_alias=_alias("ARCHBOT_SEARCH_WORKERS"),
+        description="`archbot run`: processes that rank passages, so a burst of questions does not queue"
+        " on the bot's own interpreter (0: threads of the bot's process).",
+    )
     query_rewrite: bool = Field(
         False,
         validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),

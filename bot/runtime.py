@@ -116,6 +116,10 @@ class Bot:
         from bot.retrieval import build_searcher
 
         searcher = build_searcher(settings)
+        if settings.search_workers > 0:
+            from bot.retrieval.pool import PooledSearcher
+
+            searcher = PooledSearcher(searcher, workers=settings.search_workers)  # type: ignore[assignment]
         self._searcher = searcher
         self.deps.searcher = searcher
         if self.responder is None and settings.has_model:

@@ -70,6 +70,7 @@ def bot_settings(
         "port": 0,
         "log_format": "text",
         "shutdown_grace": 3.0,
+        "search_workers": 0,  # threads: a process pool per test would only slow the suite
     }
     if model is not None:
         values["anthropic_api_key"] = "sk-ant-fake-0123456789abcdef"

@@ -97,3 +97,17 @@ async def test_a_burst_against_a_rate_limited_model_has_no_failures(tmp_path: Pa
             assert "archbot_model_overloaded_total" in text
     finally:
         await model.stop()
+
+
+async def test_streamed_answers_go_before_other_requests() -> None:
+    limit = AdaptiveLimit(1, clock=Clock())
+    await limit.acquire()
+    record = asyncio.create_task(limit.acquire(urgent=False))
+    await asyncio.sleep(0)
+    answer = asyncio.create_task(limit.acquire(urgent=True))
+    await asyncio.sleep(0)
+    limit.release("ok")
+    await asyncio.wait_for(answer, 1)
+    assert not record.done()  # queued first, served second
+    limit.release("ok")
+    await asyncio.wait_for(record, 1)

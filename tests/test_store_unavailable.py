@@ -117,3 +117,30 @@ async def test_read_only_database_is_not_ready(tmp_path: Path, slack: FakeSlack)
     finally:
         os.chmod(data, 0o755)
         os.chmod(data / "archbot.db", 0o644)
+
+
+async def test_socket_mode_leaves_an_event_it_cannot_store_unacked_for_redelivery(
+    tmp_path: Path, model: FakeAnthropic
+) -> None:
+    slack = FakeSlack(redeliver_after=1.0)
+    await slack.start()
+    try:
+        async with running_bot(bot_settings(tmp_path, slack, model, socket_mode=True)) as bot:
+            await asyncio.wait_for(slack.socket_connected.wait(), 5)
+            other = sqlite3.connect(tmp_path / "archbot.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            parent = slack.add_message("C1", "<@UBOT> stored later?", user="U1")
+            envelope = await slack.socket_send_event(
+                event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
+            )
+            # Refused: no ack, so the fake (as Slack) sends the envelope again.
+            await slack.wait_for(lambda f: len([e for e in f.envelopes if e.envelope_id == envelope]) >= 2, timeout=10)
+            assert not [a for a in slack.acks if a.envelope_id == envelope]
+            other.execute("ROLLBACK")
+            other.close()
+            await slack.wait_for_ack(envelope, timeout=10)
+            answers = await wait_answers(slack, "C1", parent.ts, timeout=15)
+            assert len(answers) == 1
+            await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+    finally:
+        await slack.stop()

@@ -49,7 +49,9 @@ class AdaptiveLimit:
         self.overloads = 0
         self._clock = clock
         self._on_change = on_change
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Two queues: answers being streamed first (someone waits for the first words), then the rest
+        # (the record of an answer already shown, rewrites).
+        self._waiters: tuple[collections.deque[asyncio.Future[None]], ...] = (collections.deque(), collections.deque())
         self._paused_until = 0.0
         self._cut_at = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
@@ -58,14 +60,15 @@ class AdaptiveLimit:
     def allowed(self) -> int:
         return max(self.floor, int(self.limit))
 
-    async def acquire(self) -> None:
-        """Wait for a slot (first come, first served)."""
-        if not self._waiters and self._can_start():
+    async def acquire(self, *, urgent: bool = True) -> None:
+        """Wait for a slot: first come, first served, urgent requests before the others."""
+        if not any(self._waiters) and self._can_start():
             self.in_flight += 1
             self._changed()
             return
+        queue = self._waiters[0 if urgent else 1]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        queue.append(future)
         self._schedule_wake()
         try:
             await future
@@ -73,7 +76,7 @@ class AdaptiveLimit:
             if future.done() and not future.cancelled():
                 self.release("other")  # granted just as we were cancelled: give the slot back
             else:
-                self._waiters.remove(future)
+                queue.remove(future)
             raise
 
     def release(self, outcome: Outcome, *, retry_after: float | None = None) -> None:
@@ -105,8 +108,9 @@ class AdaptiveLimit:
         return self.in_flight < self.allowed and self._clock() >= self._paused_until
 
     def _wake(self) -> None:
-        while self._waiters and self._can_start():
-            future = self._waiters.popleft()
+        while any(self._waiters) and self._can_start():
+            queue = self._waiters[0] or self._waiters[1]
+            future = queue.popleft()
             if future.done():
                 continue
             self.in_flight += 1
@@ -116,7 +120,7 @@ class AdaptiveLimit:
 
     def _schedule_wake(self) -> None:
         """While paused by a retry-after, wake the queue when the pause ends."""
-        if not self._waiters or self._timer is not None:
+        if not any(self._waiters) or self._timer is not None:
             return
         delay = self._paused_until - self._clock()
         if delay <= 0:
@@ -166,6 +170,14 @@ class _ReleasingStream(httpx2.AsyncByteStream):
                 release()
 
 
+def _is_stream(request: httpx2.Request) -> bool:
+    try:
+        body = request.content
+    except httpx2.RequestNotRead:
+        return True
+    return b'"stream":true' in body or b'"stream": true' in body
+
+
 class LimitedTransport(httpx2.AsyncBaseTransport):
     """An httpx transport that passes message requests through an `AdaptiveLimit`."""
 
@@ -176,7 +188,8 @@ class LimitedTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method != "POST" or not request.url.path.endswith("/messages"):
             return await self.inner.handle_async_request(request)
-        await self.limit.acquire()
+        # A streamed answer is what a person waits for; other requests (the answer's record) yield to it.
+        await self.limit.acquire(urgent=_is_stream(request))
         try:
             response = await self.inner.handle_async_request(request)
         except BaseException:
