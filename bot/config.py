@@ -196,12 +196,12 @@ class Settings(BaseSettings):
         "(several sections of a doc, with neighbours), pattern-library pages get what is left.",
     )
     search_workers: int = Field(
-        2,
+        0,
         ge=0,
         le=16,
         validation_alias=_alias("ARCHBOT_SEARCH_WORKERS"),
-        description="`archbot run`: processes that rank passages, so a burst of questions does not queue"
-        " on the bot's own interpreter (0: threads of the bot's process).",
+        description="`archbot run`: processes that rank passages (0: threads of the bot's process, which"
+        " measured as fast on two cores; more may help a burst on a larger machine).",
     )
     query_rewrite: bool = Field(
         False,
