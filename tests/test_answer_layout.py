@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ async def test_a_cited_answer_shows_markers_quotes_paths_and_the_record(
         assert lines[first].startswith(
             f"1. [backend/device-events.md › Device events > Routing keys]({DOCS_URL}/backend/device-events.md)"
         )
+        assert re.search(r" · _current · \d{4}-\d{2}-\d{2}_$", lines[first])  # the doc's status and date
         assert lines[first + 1] == f"   > “{QUOTE}”"  # the passage the model quoted, under its path
         assert lines[first + 2].startswith("2. [backend/notification-consumer.md › Notification consumer > Bindings]")
         assert lines[first + 3].startswith("   > “The consumer binds device.connection_lost")

@@ -27,7 +27,7 @@ QUOTE_CHARS = 500  # what is kept of a cited passage (render trims further for d
 
 
 def hit_citation(hit: Hit, cited_text: str = "", number: int = 0) -> Citation:
-    """A Citation for a retrieved passage, with the doc's status and date when retrieval knows them."""
+    """A Citation for a retrieved passage, with the doc's status and date (bot/retrieval/provenance.py)."""
     return Citation(
         path=hit.path,
         source=hit.source,
@@ -35,8 +35,8 @@ def hit_citation(hit: Hit, cited_text: str = "", number: int = 0) -> Citation:
         url=hit.url,
         cited_text=cited_text,
         number=number,
-        status=str(getattr(hit, "status", "") or ""),
-        date=str(getattr(hit, "date", "") or ""),
+        status=hit.status or "",
+        date=hit.date or "",
     )
 
 
