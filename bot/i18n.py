@@ -29,8 +29,12 @@ DEFAULT_LANG: Lang = "en"
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]")
 _WORD = re.compile(r"[A-Za-z]+")
-# Not language: Slack mentions and links, inline code and fenced code, URLs.
-_NOISE = re.compile(r"<[@#!][^>]*>|<https?://[^>]*>|```.*?```|`[^`]*`|https?://\S+", re.DOTALL)
+# Not language: Slack mentions and links, inline code and fenced code, URLs, and identifiers
+# (`device.connection_lost`, `billing-service`, `src/app.ts`): they are English-looking in any language.
+_NOISE = re.compile(
+    r"<[@#!][^>]*>|<https?://[^>]*>|```.*?```|`[^`]*`|https?://\S+|\w+(?:[._/:-]\w+)+",
+    re.DOTALL,
+)
 WORD_WEIGHT = 2.0  # a Latin word carries about as much as two Chinese characters
 ZH_SHARE = 0.4  # leaning Chinese: a Chinese question usually quotes English identifiers
 WEAK_WORDS = 3  # at most this many Latin words and no CJK: too short to tell

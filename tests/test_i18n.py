@@ -47,6 +47,7 @@ def test_modal_titles_and_buttons_fit_slack_limits() -> None:
         ("设备事件如何送达通知服务？", "zh"),
         ("device-service 的端口是多少？", "zh"),  # identifiers do not make it English
         ("如何处理 RabbitMQ DLX 的重试?", "zh"),
+        ("设备断连事件的 routing key 是 device.connection_lost 还是 device.connection.lost？", "zh"),
         ("What does 设备服务 mean for the billing-service?", "en"),
         ("<@U123> `device.connection_lost` 和 `device.connection.lost` 哪个对？", "zh"),
         ("", "en"),

@@ -260,7 +260,7 @@ HEADING_CHARS = 60  # a longer heading path shows its last section only
 def citation_label(c: Citation) -> str:
     place = c.path if c.source != "knowledge" else f"knowledge/{c.path}"
     heading = c.heading
-    if len(heading) > HEADING_CHARS and " > " in heading:
+    if _width(heading) > HEADING_CHARS and " > " in heading:
         heading = "… > " + heading.rsplit(" > ", 1)[1]
     return f"{place} › {heading}" if heading else place
 
@@ -286,6 +286,7 @@ def _width(text: str) -> int:
 def trim_quote(text: str, width: int = QUOTE_WIDTH) -> str:
     """A cited passage as one short line: markdown line markers dropped, whitespace collapsed, cut
     at a word (or, in CJK text, anywhere) near `width` display columns."""
+    text = re.sub(r"```[\w+-]*", " ", text)  # code fences: the code reads fine inline
     lines = [re.sub(r"^\s*(?:[#>|*+-]+\s+|\d+[.)]\s+|[|>]+)", "", line) for line in text.splitlines()]
     flat = " ".join(" ".join(lines).split()).replace("|", "¦")
     if _width(flat) <= width:
@@ -364,7 +365,8 @@ def render_record_lines(answer: Answer, *, lang: Lang = DEFAULT_LANG) -> str:
     paragraphs: list[str] = []
     versus = f" {t('answer.versus', lang)} "
     if answer.disagreements:
-        sides = [f"{d.summary}: {versus.join(_ref(p, numbered) for p in d.sides)}" for d in answer.disagreements]
+        colon = "：" if lang == "zh" else ": "
+        sides = [f"{d.summary}{colon}{versus.join(_ref(p, numbered) for p in d.sides)}" for d in answer.disagreements]
     else:
         sides = list(answer.conflicts)
     if sides:
