@@ -53,14 +53,19 @@ async def in_daemon_thread(fn: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
+    def hand_over(settle: Callable[[], object]) -> None:
+        # The loop may have closed while the work ran (shutdown does not wait): nobody awaits it then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(lambda: future.done() or settle())
+
     def target() -> None:
         try:
             result = fn()
         except BaseException as exc:  # handed to the awaiting task
             error = exc
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(error))
+            hand_over(lambda: future.set_exception(error))
         else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            hand_over(lambda: future.set_result(result))
 
     threading.Thread(target=target, daemon=True, name="archbot-index").start()
     return await future
