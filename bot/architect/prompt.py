@@ -60,7 +60,10 @@ _DIRECT = re.compile(
     re.IGNORECASE,
 )
 # "continue" after an answer that stopped at the length limit (the answer offers it)
-_CONTINUE = re.compile(r"^\W*(continue|go on|keep going|please continue|继续|接着(说|写)?|请继续)\W*$", re.IGNORECASE)
+_CONTINUE = re.compile(
+    r"^\W*(?:(?:please\s+)?(?:continue|go on|keep going)(?:\s+please)?|请?继续(?:写|说)?吧?|接着(?:说|写)?)\W*$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
