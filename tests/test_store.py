@@ -211,3 +211,28 @@ def test_doctor_checks_the_postgres_it_uses(pg_url: str, tmp_path: Path) -> None
     [check], store = check_database(gone, Redactor(gone.secrets()))
     assert check.status == "fail" and "unreachable" in check.detail and store is None
     assert "s3cret-pw" not in check.detail + (check.fix or "")
+
+
+def test_both_backends_have_the_same_tables_and_columns(pg_url: str, tmp_path: Path) -> None:
+    """A SQLite migration needs its PostgreSQL twin (bot/store_pg.py MIGRATIONS): this names what is missing."""
+    from bot.store_pg import PgStore
+
+    lite = Store(tmp_path / "archbot.db")
+    pg = PgStore(pg_url)
+    try:
+        tables = [
+            r["name"]
+            for r in lite.query("SELECT name FROM sqlite_master WHERE type='table'")
+            if not r["name"].startswith(("_", "sqlite_"))
+        ]
+        for table in tables:
+            lite_cols = {r["name"] for r in lite.query(f"SELECT name FROM pragma_table_info('{table}')")}
+            pg_cols = {
+                r["column_name"]
+                for r in pg.query("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
+            }
+            missing, extra = lite_cols - pg_cols, pg_cols - lite_cols
+            assert not missing and not extra, f"{table}: only in SQLite {missing}, only in PostgreSQL {extra}"
+    finally:
+        lite.close()
+        pg.close()
