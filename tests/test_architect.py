@@ -823,3 +823,20 @@ async def test_a_chinese_question_asks_for_chinese_headings(fake: FakeAnthropic,
     )
     assert architect.prompts.notes["language_zh"] in zh and "### 问题分析" in zh
     assert architect.prompts.notes["language_zh"] not in en
+
+
+@pytest.mark.parametrize(
+    ("reply", "resumes"),
+    [
+        ("continue", True),
+        ("Alice: continue please", True),
+        ("请继续", True),
+        ("继续写吧", True),
+        ("continue with option B", False),
+        ("继续讨论方案B", False),
+    ],
+)
+def test_what_counts_as_continue(reply: str, resumes: bool) -> None:
+    from bot.architect.prompt import wants_continuation
+
+    assert wants_continuation([Turn("user", "Plan it"), Turn("assistant", "Step 1"), Turn("user", reply)]) is resumes
