@@ -204,10 +204,17 @@ class Settings(BaseSettings):
         " measured as fast on two cores; more may help a burst on a larger machine).",
     )
     query_rewrite: bool = Field(
-        False,
+        True,
         validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),
-        description="With ANTHROPIC_API_KEY: rewrite each new question into both languages before searching "
-        "(cached; falls back to plain search). Costs a model round trip before the answer starts.",
+        description="With ANTHROPIC_API_KEY: rewrite each question into both languages, beside the lexical "
+        "search (cached; used when it arrives within ARCHBOT_REWRITE_WAIT, else the search goes on without it).",
+    )
+    rewrite_wait: float = Field(
+        1.2,
+        ge=0,
+        le=10,
+        validation_alias=_alias("ARCHBOT_REWRITE_WAIT"),
+        description="Seconds a search waits for the model rewrite running beside it (a cached one is immediate).",
     )
     slack_retry_seconds: float = Field(
         60.0,

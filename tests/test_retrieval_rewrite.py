@@ -156,6 +156,35 @@ async def test_slow_model_times_out_to_plain_search(settings: Settings, model: F
         plain.close()
 
 
-def test_rewrite_is_opt_in(tmp_path: Path) -> None:
+def test_rewrite_is_on_with_a_key_and_can_be_turned_off(tmp_path: Path) -> None:
     settings = Settings(db_path=tmp_path / "archbot.db", anthropic_api_key=DEFAULT_API_KEY)
-    assert build_searcher(settings).rewriter is None
+    assert isinstance(build_searcher(settings).rewriter, ModelRewriter)
+    off = Settings(db_path=tmp_path / "archbot.db", anthropic_api_key=DEFAULT_API_KEY, query_rewrite=False)
+    assert build_searcher(off).rewriter is None
+
+
+async def test_a_late_rewrite_does_not_hold_the_search_and_serves_the_next_one(
+    settings: Settings, model: FakeAnthropic
+) -> None:
+    """The rewrite runs beside the lexical search: past ARCHBOT_REWRITE_WAIT the search answers
+    without it; when it lands, it is cached and the next search of the question uses it."""
+    searcher = build_searcher(settings.model_copy(update={"rewrite_wait": 0.05}))
+    plain = Searcher(settings.db_path)
+    model.script(Reply(text=REWRITE))
+    model.pause()  # the rewrite is still on its way when the search answers
+    try:
+        assert await team_paths(searcher, QUESTION) == await team_paths(plain, QUESTION)
+        await model.wait_for(lambda r: r.path == "/v1/messages")  # it was asked, beside the search
+        model.resume()
+        assert isinstance(searcher.rewriter, ModelRewriter)
+        for _ in range(200):  # wait (bounded) for the late rewrite to reach the cache
+            if searcher.rewriter.cached(QUESTION) is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert searcher.rewriter.cached(QUESTION) == REWRITE.strip()
+        assert (await team_paths(searcher, QUESTION))[0][0] == "zh/cache.md"
+        assert len(model.message_requests) == 1
+    finally:
+        model.resume()
+        searcher.close()
+        plain.close()

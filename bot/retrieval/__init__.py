@@ -54,7 +54,11 @@ def build_searcher(settings: Settings) -> Searcher:
 
         rewriter = build_rewriter(settings)
     return Searcher(
-        settings.db_path, docs_url=settings.docs_url, rewriter=rewriter, passage_tokens=settings.passage_tokens
+        settings.db_path,
+        docs_url=settings.docs_url,
+        rewriter=rewriter,
+        passage_tokens=settings.passage_tokens,
+        rewrite_wait=settings.rewrite_wait,
     )
 
 

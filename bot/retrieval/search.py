@@ -28,7 +28,9 @@ import math
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -61,6 +63,7 @@ SNIPPET_CHARS = 240
 MAX_ASSEMBLY_DOCS = 40  # ranked documents handed to assembly
 DUPLICATE_WINDOW = 60  # passages compared for near-duplicates when assembling (the best ones)
 PASSAGE_TOKENS = 8000  # default context budget (ARCHBOT_PASSAGE_TOKENS)
+REWRITE_WAIT = 1.2  # seconds a search waits for the model rewrite beside it (ARCHBOT_REWRITE_WAIT)
 # Document-level score: a file whose several sections match beats one lucky chunk.
 SECOND_SECTION = 0.35
 THIRD_SECTION = 0.15
@@ -253,11 +256,13 @@ class Searcher:
         docs_url: str | None = None,
         rewriter: Rewriter | None = None,
         passage_tokens: int = PASSAGE_TOKENS,
+        rewrite_wait: float = REWRITE_WAIT,
     ) -> None:
         self.db_path = Path(db_path)
         self.docs_url = docs_url
         self.rewriter = rewriter
         self.passage_tokens = passage_tokens
+        self.rewrite_wait = rewrite_wait
         self._local = threading.local()
         self._entity_lock = threading.Lock()
         self._entity_cache: tuple[object, list[Entity]] | None = None
@@ -371,14 +376,22 @@ class Searcher:
             total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
             if not total:
                 return None
-            extra = self._rewrite(query)
-            if extra:
-                # The rewrite is searched together with the question, as one query. Measured with
-                # bench/rewrites.yaml on the 14 questions it covers (recall@5 / MRR@10): question alone
-                # 0.786 / 0.722; one query 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
-                # One query finds more and costs one search instead of two.
-                query = query + "\n" + extra
-            return self._rank(conn, query, total)
+            if self.rewriter is None:
+                return self._rank(conn, query, total)
+            # The model rewrite runs beside the lexical search, not before it: the question is ranked
+            # while the rewrite is on its way, and the rewrite is used only if it arrives within
+            # `rewrite_wait` seconds (a cached one always does). A late one still lands in the cache
+            # for the thread's follow-ups and repeats; this answer goes on without it.
+            started = time.monotonic()
+            pending = _Background(self._rewrite, query)
+            plain = self._rank(conn, query, total)
+            extra = pending.result(max(0.0, self.rewrite_wait - (time.monotonic() - started)))
+            if not extra:
+                return plain
+            # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
+            # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
+            # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
+            return self._rank(conn, query + "\n" + extra, total) or plain
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "no such column" in str(exc):
                 return None
@@ -652,6 +665,26 @@ class Searcher:
             self._hit(ranked.files[p.doc.key], heading=p.heading, text=p.text, score=p.doc.score, live=ranked.concepts)
             for p in passages
         ]
+
+
+class _Background:
+    """A call on a daemon thread whose result can be waited for with a deadline (None when late).
+
+    A daemon thread, not an executor: a late model call must never hold up the process's exit."""
+
+    def __init__(self, fn: Callable[[str], str | None], arg: str) -> None:
+        self._value: str | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(fn, arg), daemon=True, name="archbot-rewrite").start()
+
+    def _run(self, fn: Callable[[str], str | None], arg: str) -> None:
+        try:
+            self._value = fn(arg)
+        finally:
+            self._done.set()
+
+    def result(self, timeout: float) -> str | None:
+        return self._value if self._done.wait(timeout) else None
 
 
 def _clean_title(title: str) -> str:
