@@ -3,7 +3,7 @@
 Ranking is pure Python (about 15 ms a query on the team corpus); `asyncio.to_thread` keeps it off
 the event loop but not off the GIL, so 40 questions at once cost the bot's process ~0.6 s of
 interpreter time in which acks, streams and store calls wait their turn. `PooledSearcher` runs
-`Searcher.search` in a small process pool (each worker opens the same index file read-only, as
+`Searcher.search` and `Searcher.context` in a small process pool (each worker opens the same index file read-only, as
 the threads did), and everything else (`info`, `doc_titles`) in this process. Queries with a
 model rewrite stay in this process (the rewriter holds an HTTP client and a cache).
 """
@@ -24,14 +24,19 @@ log = logging.getLogger(__name__)
 _worker: Searcher | None = None
 
 
-def _start_worker(db_path: str, docs_url: str | None) -> None:
+def _start_worker(db_path: str, docs_url: str | None, passage_tokens: int = 8000) -> None:
     global _worker
-    _worker = Searcher(Path(db_path), docs_url=docs_url)
+    _worker = Searcher(Path(db_path), docs_url=docs_url, passage_tokens=passage_tokens)
 
 
 def _search_in_worker(query: str, k: int) -> list[Hit]:
     assert _worker is not None
     return _worker.search(query, k)
+
+
+def _context_in_worker(query: str, budget_tokens: int | None) -> list[Hit]:
+    assert _worker is not None
+    return _worker.context(query, budget_tokens)
 
 
 class PooledSearcher:
@@ -45,7 +50,7 @@ class PooledSearcher:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(str(searcher.db_path), searcher.docs_url),
+            initargs=(str(searcher.db_path), searcher.docs_url, searcher.passage_tokens),
         )
         for _ in range(workers):  # start the workers now, not on the first question
             self._pool.submit(_search_in_worker, "", 1)
@@ -58,6 +63,16 @@ class PooledSearcher:
         except Exception:  # a broken pool must not cost the answer its passages
             log.warning("search worker failed; searching in this process", exc_info=True)
             return self.local.search(query, k)
+
+    def context(self, query: str, budget_tokens: int | None = None) -> list[Hit]:
+        """The passages for the model (see `Searcher.context`), assembled in a worker process."""
+        if self.local.rewriter is not None:
+            return self.local.context(query, budget_tokens)
+        try:
+            return self._pool.submit(_context_in_worker, query, budget_tokens).result(timeout=self.timeout)
+        except Exception:  # a broken pool must not cost the answer its passages
+            log.warning("search worker failed; assembling in this process", exc_info=True)
+            return self.local.context(query, budget_tokens)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
