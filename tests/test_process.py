@@ -109,12 +109,10 @@ async def test_sigterm_drains_in_flight_job_and_exits_zero(tmp_path: Path, slack
     payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
     assert (await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload))[0] == 200
     await model.wait_for_count(1, timeout=10)
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     model.resume()
-    code = await asyncio.wait_for(proc.wait(), 10)
+    code = await asyncio.wait_for(proc.wait(), 30)  # a bound for a hung process, not a speed check
     assert code == 0
-    assert time.monotonic() - started < 10
     assert len(answers_in(slack, "C1", parent.ts)) == 1
     assert "Traceback" not in log.read_text()
 
