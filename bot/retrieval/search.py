@@ -51,6 +51,7 @@ from bot.retrieval.text import (
 from bot.types import Hit
 
 CANDIDATES = 300  # FTS rows re-scored per query
+WIDE_CANDIDATES = 4000  # matching chunks ranked by BM25 (ids only) to find the chosen documents' best
 DOC_CANDIDATES = 30  # documents ranked whole (title, headings, path)
 MAX_HUBS = 12  # top-level docs always considered
 PER_DOC_CANDIDATES = 4  # chunks each of them brings when no chunk of it was a candidate
@@ -461,40 +462,50 @@ class Searcher:
         if not live:
             return None
         terms = [t for t in all_terms if t in df]
-        sql = (
-            "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r, title, heading, path, body FROM ix_fts "
-            "WHERE ix_fts MATCH ? ORDER BY r LIMIT ?"
-        )
-        rows = conn.execute(sql, (*WEIGHTS, _fts_query(terms), CANDIDATES)).fetchall()
+        # One pass over the index: every matching chunk's BM25, ids only (cheap), best first.
+        ranked_ids = conn.execute(
+            "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r FROM ix_fts WHERE ix_fts MATCH ? ORDER BY r LIMIT ?",
+            (*WEIGHTS, _fts_query(terms), WIDE_CANDIDATES),
+        ).fetchall()
+        chosen = ranked_ids[:CANDIDATES]
         # BM25 favours short chunks: a long authoritative doc whose outline names the topic (an
         # overview's "Notification Service" section) would never be a candidate. Documents are also
-        # ranked whole (title, headings, path), and the best of them bring their matching chunks.
+        # ranked whole (title, headings, path); the best of them, and the top-level overview docs,
+        # bring their best-matching chunks from the wider ranking.
         doc_rank = conn.execute(
             "SELECT rowid, bm25(ix_docs_fts, 3.0, 2.0, 2.0) AS r FROM ix_docs_fts WHERE ix_docs_fts MATCH ? "
             "ORDER BY r LIMIT ?",
             (_fts_query(terms), DOC_CANDIDATES),
         ).fetchall()
-        taken_files = (
-            {
-                fid
-                for (fid,) in conn.execute(
-                    f"SELECT DISTINCT file_id FROM ix_chunks WHERE id IN ({','.join('?' * len(rows))})",
-                    [r[0] for r in rows],
+        wanted = set(dict.fromkeys([*(f for f, _ in doc_rank), *self._hubs(conn)]))
+        if wanted and len(ranked_ids) > len(chosen):
+            rest = ranked_ids[len(chosen) :]
+            file_of = dict(
+                conn.execute(
+                    f"SELECT id, file_id FROM ix_chunks WHERE id IN ({','.join('?' * len(ranked_ids))})",
+                    [r[0] for r in ranked_ids],
+                ).fetchall()
+            )
+            wanted -= {file_of.get(r[0]) for r in chosen}
+            taken: dict[int, int] = {}
+            for row in rest:
+                fid = file_of.get(row[0])
+                if fid in wanted and taken.get(fid, 0) < PER_DOC_CANDIDATES:
+                    taken[fid] = taken.get(fid, 0) + 1
+                    chosen.append(row)
+        bm25_of = dict(chosen)
+        rows = (
+            [
+                (rowid, bm25_of[rowid], title, heading, path, body)
+                for rowid, title, heading, path, body in conn.execute(
+                    "SELECT rowid, title, heading, path, body FROM ix_fts "
+                    f"WHERE rowid IN ({','.join('?' * len(chosen))})",
+                    list(bm25_of),
                 )
-            }
-            if rows
-            else set()
+            ]
+            if chosen
+            else []
         )
-        missing = [
-            fid for fid in dict.fromkeys([*(f for f, _ in doc_rank), *self._hubs(conn)]) if fid not in taken_files
-        ]
-        if missing:
-            rows += conn.execute(
-                "SELECT rowid, bm25(ix_fts, ?, ?, ?, ?) AS r, title, heading, path, body FROM ix_fts "
-                "WHERE ix_fts MATCH ? AND rowid IN "
-                f"(SELECT id FROM ix_chunks WHERE file_id IN ({','.join('?' * len(missing))})) ORDER BY r LIMIT ?",
-                (*WEIGHTS, _fts_query(terms), *missing, PER_DOC_CANDIDATES * len(missing)),
-            ).fetchall()
         if not rows:
             return None
         best_bm25 = max(-r[1] for r in rows) or 1.0
