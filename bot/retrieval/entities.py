@@ -31,7 +31,8 @@ from bot.retrieval.text import fold, glossary, stopwords, terms
 SUFFIXES = ("service", "gateway")
 MIN_DOCS = 5  # chunks that must name an identifier-only service
 MAX_PARTS = 2  # an identifier-only service name has at most this many words (longer ones are paths)
-DISTINCT_SHARE = 0.12  # an alias used by more chunks than this share is too common to name a service
+DISTINCT_SHARE = 0.12  # a name used by more chunks than this share is too common to name a service
+TITLE_WORD_SHARE = 0.02  # the same for a word of the service's README title
 GENERIC = frozenset({"servic", "service", "gateway", "server", "system", "服务", "系统", "平台", "模块", "service_"})
 _FOLDER = re.compile(r"(?:^|/)([a-z0-9]+(?:-[a-z0-9]+)*)-(service|gateway)(?=/)")
 _NAMED_SERVICE = re.compile(r"([A-Za-z][A-Za-z0-9]*(?:[ -][A-Za-z][A-Za-z0-9]*)?)[ -]?(?:service|svc)\b", re.IGNORECASE)
@@ -99,9 +100,12 @@ def discover(conn: sqlite3.Connection) -> list[Entity]:
         marks = ",".join("?" * len(every))
         df = dict(conn.execute(f"SELECT term, doc FROM ix_vocab WHERE term IN ({marks})", every).fetchall())
     for entity in found.values():
+        from_name = {fold(p) for p in re.split(r"[-_]", entity.stem) if p} | {entity.stem.replace("-", "_")}
         for n in candidates[entity.name]:
             shared = sum(1 for names in candidates.values() if n in names)
-            if shared == 1 and df.get(n, 0) <= DISTINCT_SHARE * total:
+            # a word of the service's own name may be common (`bill`); a word of its README title must be rare
+            limit = DISTINCT_SHARE if n in from_name else TITLE_WORD_SHARE
+            if shared == 1 and df.get(n, 0) <= limit * total:
                 entity.strong.add(n)
             else:
                 entity.weak.add(n)

@@ -636,13 +636,14 @@ class Searcher:
             )
         }
         seen: list[set[str]] = []
+        allowed = set(sorted(ranked.doc_scores, key=lambda f: -ranked.doc_scores[f])[:MAX_ASSEMBLY_DOCS])
         for score, rowid, body_terms in ranked.chunks:  # best first
             fid = ranked.chunk_file.get(rowid)
             if fid is None or rowid not in texts:
                 continue
             if len(matched.get(fid, ())) >= assembly.MAX_SECTIONS:
                 continue
-            if fid not in matched and len(matched) >= MAX_ASSEMBLY_DOCS:
+            if fid not in allowed:
                 continue
             if any(_jaccard(body_terms, other) >= DUPLICATE_JACCARD for other in seen):
                 continue  # a copy of a passage already taken (the corpus repeats itself)
