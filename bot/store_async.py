@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bot.config import Settings
@@ -32,12 +35,49 @@ QUICK_BUDGET = 0.6  # the ack path: then 503, Slack redelivers
 DEFAULT_BUDGET = 120.0  # workers: wait out a long lock rather than lose a finished answer
 
 
+class StoreThread:
+    """One thread running store calls in order, the ack path's before the others.
+
+    SQLite takes one writer at a time: a second connection for the ack path would only contend for
+    the file lock with the workers' claims (and SQLite's busy handler sleeps in steps of up to
+    100 ms). One connection on one thread, with the ack path's calls served first, keeps an
+    enqueue behind at most the one call already running."""
+
+    def __init__(self, name: str = "archbot-store") -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any, Future[Any] | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T], *, urgent: bool = False) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), fn, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            _, _, fn, future = self._queue.get()
+            if future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._queue.put((2, next(self._order), None, None))
+        if wait:
+            self._thread.join(timeout=10)
+
+
 class AsyncStore:
     """Coroutine versions of the store's methods, run on the store's own thread(s).
 
-    The ack path (`quick`) has its own thread and, for SQLite, its own connection: while another
-    process holds the write lock, the workers' calls waiting for it never queue ahead of an
-    event that must be stored (or refused) within a second.
+    The ack path (`quick`) never queues behind the workers: with SQLite its calls go first on the
+    store's one thread; with PostgreSQL it has its own threads and connections. While another
+    process holds the write lock, an event is stored or refused within about a second.
     """
 
     def __init__(
@@ -45,20 +85,27 @@ class AsyncStore:
         store: Store,
         *,
         budget: float = DEFAULT_BUDGET,
-        executor: ThreadPoolExecutor | None = None,
+        executor: ThreadPoolExecutor | StoreThread | None = None,
         intake: AsyncStore | None = None,
+        urgent: bool = False,
     ) -> None:
         self.sync = store
         self.budget = budget
+        self.urgent = urgent
         # SQLite: one thread (one connection, one writer). PostgreSQL: a thread per pooled connection.
-        threads = int(getattr(store, "pool_size", 1))
-        self._executor = executor or ThreadPoolExecutor(max_workers=threads, thread_name_prefix="archbot-store")
+        pooled = getattr(store, "pool_size", None)
+        self._executor: ThreadPoolExecutor | StoreThread = executor or (
+            ThreadPoolExecutor(max_workers=int(pooled), thread_name_prefix="archbot-store") if pooled else StoreThread()
+        )
         self._transient = getattr(store, "is_transient", is_transient)
         self._intake = intake
 
     @property
     def quick(self) -> AsyncStore:
-        """The store for the ack path: a short budget, and its own thread and connection."""
+        """The store for the ack path: a short budget, served before the workers' calls."""
+        if self._intake is None and isinstance(self._executor, StoreThread):
+            self._intake = AsyncStore(self.sync, budget=QUICK_BUDGET, executor=self._executor, urgent=True)
+            self._intake._intake = self._intake
         if self._intake is None:
             own = self.sync.sibling()
             self._intake = AsyncStore(
@@ -73,7 +120,7 @@ class AsyncStore:
 
     def budgeted(self, seconds: float) -> AsyncStore:
         """The same store and thread(s), giving up on a locked database after `seconds`."""
-        return AsyncStore(self.sync, budget=seconds, executor=self._executor, intake=self._intake)
+        return AsyncStore(self.sync, budget=seconds, executor=self._executor, intake=self._intake, urgent=self.urgent)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` on the store's thread, retrying while the database is locked."""
@@ -83,6 +130,8 @@ class AsyncStore:
         call = functools.partial(fn, *args, **kwargs)
         while True:
             try:
+                if isinstance(self._executor, StoreThread):
+                    return await asyncio.wrap_future(self._executor.submit(call, urgent=self.urgent))
                 return await loop.run_in_executor(self._executor, call)
             except Exception as exc:
                 if not self._transient(exc):
@@ -115,7 +164,7 @@ class AsyncStore:
 
     def close(self) -> None:
         intake = self._intake
-        if intake is not None and intake is not self:
+        if intake is not None and intake is not self and intake.sync is not self.sync:
             intake.close()
         self._executor.shutdown(wait=True)
         self.sync.close()
