@@ -185,7 +185,8 @@ class Settings(BaseSettings):
         ge=1,
         le=50,
         validation_alias=_alias("ARCHBOT_SEARCH_K"),
-        description="Passages sent with a question.",
+        description="Not used for answers any more (their passages fill ARCHBOT_PASSAGE_TOKENS); kept so "
+        "existing settings still load.",
     )
     passage_tokens: int = Field(
         8000,

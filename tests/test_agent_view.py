@@ -93,7 +93,7 @@ async def test_agent_view_dm_flow(tmp_path: Path, slack: FakeSlack, model: FakeA
     assert tasks["thread"]["title"] == "Reading the thread"
     assert tasks["search"]["title"] == "Searching the docs"
     assert tasks["write"]["title"] == "Writing the answer"
-    hits = bot.deps.searcher.search(question.text, bot.settings.search_k)
+    hits = bot.deps.searcher.context(question.text, bot.settings.passage_tokens)  # what the job searched
     files = len({(h.source, h.path) for h in hits})
     assert tasks["search"]["output"] == f"{len(hits)} passages from {files} files"
     # The steps came before the text: the search ended before the first text was appended.
