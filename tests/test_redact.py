@@ -232,3 +232,56 @@ def test_weak_defaults_are_credentials_too() -> None:
         ("POSTGRES_PASSWORD=changeme", "POSTGRES_PASSWORD=[redacted: password]"),
     ]:
         assert redact_secrets(text).text == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "curl -s -u admin:admin123 http://mq:15672/api/overview",
+            "curl -s -u admin:[redacted: password] http://mq:15672/api/overview",
+        ),
+        (
+            "- MinIO: http://localhost:9001 (minioadmin/minioadmin)",
+            "- MinIO: http://localhost:9001 (minioadmin/[redacted: password])",
+        ),
+        (
+            "| Grafana | http://localhost:3000 | admin/admin123 |",
+            "| Grafana | http://localhost:3000 | admin/[redacted: password] |",
+        ),
+        ("默认账号 : admin / admin123", "默认账号 : admin / [redacted: password]"),
+        ("(用户名: minioadmin, 密码: minioadmin)", "(用户名: minioadmin, 密码: [redacted: password])"),
+        (
+            "| 用户名 | 密码 | 角色 |\n|---|---|---|\n| admin | admin123 | Super Admin |",
+            "| 用户名 | 密码 | 角色 |\n|---|---|---|\n| admin | [redacted: password] | Super Admin |",
+        ),
+        (
+            "| 服务 | JWT_SECRET |\n| --- | --- |\n| user-service | `dev-secret-key-change-in-production` |",
+            "| 服务 | JWT_SECRET |\n| --- | --- |\n| user-service | [redacted: secret] |",
+        ),
+        (
+            "| MINIO_SECRET_KEY | string | ✅ | minioadmin | 密钥 |",
+            "| MINIO_SECRET_KEY | string | ✅ | [redacted: secret] | 密钥 |",
+        ),
+    ],
+)
+def test_logins_written_for_people_are_redacted(text: str, expected: str) -> None:
+    assert redact_secrets(text).text == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cd frontend/admin",
+        "See docs/README.md for the password policy; read/write access; TCP/IP",
+        "| **P3: Login/index.tsx** | 303 | 102 |",
+        "- POST /users/:id/change-password (4 tests)",
+        "- Changes to roles/permissions are reflected on next login",
+        "device:console - 访问设备控制台（VNC/ADB）",
+        "| Service | Tests | Pass Rate |\n|---|---|---|\n| AuthService | 36 | 69% |",
+        "| Secret | Description |\n|---|---|\n| `CODECOV_TOKEN` | Codecov upload token |",
+        "- ✅ API密钥: 100%",
+    ],
+)
+def test_words_that_look_like_logins_are_kept(text: str) -> None:
+    assert redact_secrets(text).text == text

@@ -34,7 +34,7 @@ from functools import cache
 from typing import Any
 
 MARK = "[redacted: {kind}]"
-VERSION = "r2"  # part of the indexer's analysis version: bump when what is redacted changes
+VERSION = "r3"  # part of the indexer's analysis version: bump when what is redacted changes
 
 
 @dataclass
@@ -477,7 +477,133 @@ def _redact_table_rows(text: str, kinds: Counter[str]) -> str:
             return f"`{MARK.format(kind=kind)}`"
 
         head, _, rest = line.partition(cells[0])
-        lines[i] = head + cells[0] + _TABLE_CELL_VALUE.sub(repl, rest)
+        rest = _TABLE_CELL_VALUE.sub(repl, rest)
+        parts = rest.split("|")
+        for j, cell in enumerate(parts):  # `| MINIO_SECRET_KEY | string | ✅ | minioadmin |`: a bare default value
+            if "`" not in cell and _credential_value(cell, quoted=False) and cell.strip() not in ("-", "✅", "❌"):
+                parts[j] = f" {MARK.format(kind=kind)} "
+                kinds[kind] += 1
+        lines[i] = head + cells[0] + "|".join(parts)
+    return "\n".join(lines)
+
+
+# -- credentials written for people: `-u user:pass`, "user/pass", 密码: x, a password column ----
+_CLI_USER = re.compile(r"(?<![\w-])(-u|--user)([ =])([^\s:'\"`/]+):([^\s'\"`]+)")
+_CJK_LABEL = re.compile(r"(密码|口令|密钥|令牌)([ \t]*[:：][ \t]*)([^\s,，;；)）|`'\"]+)")
+# A login written as a pair: "admin/admin123", "(minioadmin/minioadmin)", "admin / admin123".
+_PAIR = re.compile(
+    r"(?:^|(?<=[\s(（]))([A-Za-z][\w.@-]{1,40})([ \t]*/[ \t]*)([\w.@#$%^&*!+-]{3,64})(?=$|[\s)）,，;；|])"
+)
+# The line must say it is about a login, or the pair must follow a URL, e.g. "http://host:9001 (user/pass)".
+_LOGIN_CUE = re.compile(
+    r"密码|口令|账号|账户|帐号|用户名|凭据|凭证|控制台|\b(?:password|passwd|credentials?|login|username|console)\b",
+    re.I,
+)
+# Default passwords written as the second half of a pair need no cue: "| Grafana | … | admin/admin123 |".
+_WEAK_PASSWORDS = frozenset(
+    ["admin123", "admin@123", "minioadmin", "123456", "12345678", "password123", "qwerty"]
+)
+_PATH_TAIL = re.compile(r"\.[A-Za-z]{1,5}$")  # Login/index.tsx: a file, not a login
+_URL_THEN_PAIR = re.compile(r"://\S+[ \t]*[(（][ \t]*$")
+_PASSWORD_HEADER = re.compile(r"^(?:密码|口令|默认密码|初始密码|password|passwd|pwd)$", re.I)
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # a variable's name in a cell, not its value
+_VARIABLE_NAME = re.compile(r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)+")  # JWT_SECRET as a column: its values
+
+
+def _credential_value(value: str, *, quoted: bool = True) -> bool:
+    """A single ASCII token that is not a placeholder, a reference, a number (or, unquoted, a type name)."""
+    v = value.strip().strip("`*")
+    if not v or not v.isascii() or " " in v or "[redacted" in v or re.fullmatch(r"[\d.,%]+", v):
+        return False
+    return not _is_kept(v, quoted=quoted, code=False)
+
+
+def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
+    """Logins written for a reader rather than a program: `curl -u admin:admin123`, "MinIO console
+    (minioadmin/minioadmin)", "用户名/密码: admin/admin123", "密码: admin123"."""
+
+    def cli(m: re.Match[str]) -> str:
+        if not _credential_value(m.group(4)):
+            return m.group(0)
+        kinds["password"] += 1
+        return f"{m.group(1)}{m.group(2)}{m.group(3)}:{MARK.format(kind='password')}"
+
+    text = _CLI_USER.sub(cli, text)
+
+    def label(m: re.Match[str]) -> str:
+        if not _credential_value(m.group(3)):
+            return m.group(0)
+        kinds["password"] += 1
+        return f"{m.group(1)}{m.group(2)}{MARK.format(kind='password')}"
+
+    text = _CJK_LABEL.sub(label, text)
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if "/" not in line:
+            continue
+        cue = bool(_LOGIN_CUE.search(line))
+
+        def pair(m: re.Match[str], line: str = line, cue: bool = cue) -> str:
+            user, password = m.group(1), m.group(3)
+            weak = password.lower() in _WEAK_PASSWORDS or (password == user and password.islower())
+            after_url = bool(_URL_THEN_PAIR.search(line[: m.start()]))
+            if not (weak or after_url or (cue and re.search(r"\d", password))):
+                return m.group(0)  # "roles/permissions … login", "VNC/ADB": words, not a login
+            if password.lower() in ("password", "pass") or _PATH_TAIL.search(password):
+                return m.group(0)
+            if not _credential_value(password):
+                return m.group(0)
+            if user.lower() in ("read", "write", "get", "post", "put", "true", "yes", "and", "or", "input", "output"):
+                return m.group(0)
+            kinds["password"] += 1
+            return f"{user}{m.group(2)}{MARK.format(kind='password')}"
+
+        lines[i] = _PAIR.sub(pair, line)
+    return "\n".join(lines)
+
+
+def _table_cells(line: str) -> list[str]:
+    return line.strip().strip("|").split("|")
+
+
+def _redact_password_columns(text: str, kinds: Counter[str]) -> str:
+    """A table whose header names a password/secret column (`| 用户名 | 密码 |`, `| 服务 | JWT_SECRET |`):
+    the values in that column."""
+    if "|" not in text:
+        return text
+    lines = text.split("\n")
+    columns: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            columns = []
+            continue
+        if i + 1 < len(lines) and re.fullmatch(r"\|?[\s:|-]+\|?", lines[i + 1].strip() or "x"):
+            columns = []  # a header row: which of its columns hold a secret
+            for j, cell in enumerate(_table_cells(stripped)):
+                name = cell.strip().strip("`*")
+                kind = (
+                    "password"
+                    if _PASSWORD_HEADER.match(name)
+                    else secret_kind(name)
+                    if _VARIABLE_NAME.fullmatch(name)
+                    else None
+                )
+                if kind and kind != "key?":
+                    columns.append((j, kind))
+            continue
+        if not columns or re.fullmatch(r"\|?[\s:|-]+\|?", stripped):
+            continue
+        cells = _table_cells(stripped)
+        changed = False
+        for j, kind in columns:
+            if j < len(cells) and _credential_value(cells[j]) and not _ENV_NAME.fullmatch(cells[j].strip().strip("`*")):
+                cells[j] = f" {MARK.format(kind=kind)} "
+                kinds[kind] += 1
+                changed = True
+        if changed:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = indent + "|" + "|".join(cells) + "|"
     return "\n".join(lines)
 
 
@@ -549,6 +675,9 @@ def redact_secrets(text: str) -> Redaction:
     text = _redact_auth_headers(text, kinds)
     text = _redact_assignments(text, kinds)
     text = _redact_table_rows(text, kinds)
+    text = _redact_password_columns(text, kinds)
+    if "/" in text or ":" in text or "：" in text:
+        text = _redact_people_credentials(text, kinds)
     text = _redact_detected(text, kinds)
     return Redaction(text=text, kinds=kinds)
 
