@@ -83,4 +83,12 @@ def m003_docs_fts(db: Database) -> None:
 
 
 def migrate(db: Database) -> None:
-    migrations.apply(db)
+    # Take the write lock first (waiting out the busy timeout): a deferred transaction that read
+    # the schema and then writes fails at once if another connection wrote in between.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.apply(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
