@@ -250,6 +250,13 @@ def test_weak_defaults_are_credentials_too() -> None:
             "| Grafana | http://localhost:3000 | admin/[redacted: password] |",
         ),
         ("默认账号 : admin / admin123", "默认账号 : admin / [redacted: password]"),
+        ("**默认账号**: `admin` / `admin123`", "**默认账号**: `admin` / `[redacted: password]`"),
+        ("- 密码: `admin123`", "- 密码: `[redacted: password]`"),
+        ("- **密码**: `admin123`", "- **密码**: `[redacted: password]`"),
+        (
+            '-d "{\\"username\\":\\"admin\\",\\"password\\":\\"admin123\\"}"',
+            '-d "{\\"username\\":\\"admin\\",\\"password\\":\\"[redacted: password]\\"}"',
+        ),
         ("(用户名: minioadmin, 密码: minioadmin)", "(用户名: minioadmin, 密码: [redacted: password])"),
         (
             "| 用户名 | 密码 | 角色 |\n|---|---|---|\n| admin | admin123 | Super Admin |",

@@ -34,7 +34,7 @@ from functools import cache
 from typing import Any
 
 MARK = "[redacted: {kind}]"
-VERSION = "r3"  # part of the indexer's analysis version: bump when what is redacted changes
+VERSION = "r5"  # part of the indexer's analysis version: bump when what is redacted changes
 
 
 @dataclass
@@ -489,10 +489,11 @@ def _redact_table_rows(text: str, kinds: Counter[str]) -> str:
 
 # -- credentials written for people: `-u user:pass`, "user/pass", 密码: x, a password column ----
 _CLI_USER = re.compile(r"(?<![\w-])(-u|--user)([ =])([^\s:'\"`/]+):([^\s'\"`]+)")
-_CJK_LABEL = re.compile(r"(密码|口令|密钥|令牌)([ \t]*[:：][ \t]*)([^\s,，;；)）|`'\"]+)")
+_CJK_LABEL = re.compile(r"(密码|口令|密钥|令牌)(\**[ \t]*[:：][ \t]*`?)([^\s,，;；)）|`'\"]+)")
+_ESCAPED_JSON = re.compile(r'\\"([A-Za-z_][\w-]*)(\\"[ \t]*:[ \t]*\\")([^"\\\s]+)\\"')
 # A login written as a pair: "admin/admin123", "(minioadmin/minioadmin)", "admin / admin123".
 _PAIR = re.compile(
-    r"(?:^|(?<=[\s(（]))([A-Za-z][\w.@-]{1,40})([ \t]*/[ \t]*)([\w.@#$%^&*!+-]{3,64})(?=$|[\s)）,，;；|])"
+    r"(?:^|(?<=[\s(（]))(`?)([A-Za-z][\w.@-]{1,40})(`?[ \t]*/[ \t]*`?)([\w.@#$%^&*!+-]{3,64})(?=`?(?:$|[\s)）,，;；|]))"
 )
 # The line must say it is about a login, or the pair must follow a URL, e.g. "http://host:9001 (user/pass)".
 _LOGIN_CUE = re.compile(
@@ -537,6 +538,16 @@ def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
         return f"{m.group(1)}{m.group(2)}{MARK.format(kind='password')}"
 
     text = _CJK_LABEL.sub(label, text)
+
+    def escaped(m: re.Match[str]) -> str:  # JSON inside a shell string: -d "{\"password\":\"x\"}"
+        kind = secret_kind(m.group(1))
+        if kind is None or kind == "key?" or not _credential_value(m.group(3)):
+            return m.group(0)
+        kinds[kind] += 1
+        return f'\\"{m.group(1)}{m.group(2)}{MARK.format(kind=kind)}\\"'
+
+    if '\\"' in text:
+        text = _ESCAPED_JSON.sub(escaped, text)
     lines = text.split("\n")
     for i, line in enumerate(lines):
         if "/" not in line:
@@ -544,7 +555,7 @@ def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
         cue = bool(_LOGIN_CUE.search(line))
 
         def pair(m: re.Match[str], line: str = line, cue: bool = cue) -> str:
-            user, password = m.group(1), m.group(3)
+            user, password = m.group(2), m.group(4)
             weak = password.lower() in _WEAK_PASSWORDS or (password == user and password.islower())
             after_url = bool(_URL_THEN_PAIR.search(line[: m.start()]))
             if not (weak or after_url or (cue and re.search(r"\d", password))):
@@ -556,7 +567,7 @@ def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
             if user.lower() in ("read", "write", "get", "post", "put", "true", "yes", "and", "or", "input", "output"):
                 return m.group(0)
             kinds["password"] += 1
-            return f"{user}{m.group(2)}{MARK.format(kind='password')}"
+            return f"{m.group(1)}{user}{m.group(3)}{MARK.format(kind='password')}"
 
         lines[i] = _PAIR.sub(pair, line)
     return "\n".join(lines)
