@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 30.0
-IDLE_POLL_SECONDS = 2.0  # also picks up jobs whose lease expired
+IDLE_POLL_SECONDS = 2.0  # one worker per replica looks this often (jobs whose lease expired, other replicas' jobs)
 HELP_TEXT = t("help.text")
 
 
@@ -81,8 +81,8 @@ class WorkSignal:
         for _ in range(times):
             self._sem.release()
 
-    async def wait(self, timeout: float) -> bool:
-        """True when signalled, False after `timeout` seconds."""
+    async def wait(self, timeout: float | None) -> bool:
+        """True when signalled, False after `timeout` seconds (None: only a signal ends the wait)."""
         try:
             await asyncio.wait_for(self._sem.acquire(), timeout=timeout)
             return True
@@ -277,9 +277,12 @@ class JobRunner:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
-                # Signalled, or a periodic look for jobs whose lease expired.
-                await self.wake.wait(IDLE_POLL_SECONDS)
+                # Only the first worker looks periodically (jobs whose lease expired, jobs another
+                # replica queued): idle, a replica makes one claim query every IDLE_POLL_SECONDS, not
+                # one per worker. The others sleep until a job is queued here or found by a look.
+                await self.wake.wait(IDLE_POLL_SECONDS if index == 0 else None)
                 continue
+            self.wake.set()  # there may be more where this one came from: one more idle worker looks
             task = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
             self.running[job.id] = task
             self.metrics.workers_busy.inc()
