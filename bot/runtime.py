@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import aiohttp
@@ -111,6 +112,12 @@ class Bot:
 
     async def start(self, *, index: bool = True) -> None:
         settings = self.settings
+        # A job's search waits in its thread up to ARCHBOT_REWRITE_WAIT for the model's rewrite; with
+        # the default executor's few threads (cores + 4) a burst's searches queued behind those waits
+        # (40 at once: the last first words 8 s later). A thread per possible job: waiting is cheap.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=settings.concurrency + 4, thread_name_prefix="archbot-io")
+        )
         # One HTTP session for every Slack call of this process (keep-alive connections).
         self.client.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300), timeout=aiohttp.ClientTimeout(total=30)
