@@ -173,6 +173,21 @@ def connect(path: Path | str, *, busy_timeout: float = 30.0) -> Database:
     return db
 
 
+def apply_migrations(db: Database, migrations: Migrations) -> None:
+    """Apply what is pending, holding the write lock from the start (waiting out the busy timeout):
+    a deferred transaction that read the schema and then writes fails at once with "database is
+    locked" when another connection wrote in between. Nothing pending: no lock is taken."""
+    if not migrations.pending(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.apply(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _insert_thread(db: Database, *, channel: str, thread_ts: str, channel_type: str, started_by: str | None) -> None:
     """Remember a thread the bot takes part in (follow-ups there need no mention)."""
     db.execute(
@@ -222,7 +237,7 @@ class Store:
         self._lock = threading.RLock()
         self._identity = self._file_identity()
         with self._lock:
-            migrations.apply(self.db)
+            apply_migrations(self.db, migrations)
 
     def close(self) -> None:
         with self._lock:

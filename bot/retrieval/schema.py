@@ -20,6 +20,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.store import apply_migrations
+
 migrations = Migrations("archbot-index")
 
 
@@ -83,12 +85,4 @@ def m003_docs_fts(db: Database) -> None:
 
 
 def migrate(db: Database) -> None:
-    # Take the write lock first (waiting out the busy timeout): a deferred transaction that read
-    # the schema and then writes fails at once if another connection wrote in between.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        migrations.apply(db)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    apply_migrations(db, migrations)
