@@ -519,23 +519,25 @@ def _credential_value(value: str, *, quoted: bool = True) -> bool:
     return not _is_kept(v, quoted=quoted, code=False)
 
 
+def _mask(m: re.Match[str], group: int, kind: str, kinds: Counter[str]) -> str:
+    """The match with `group` (the value) replaced by the redaction mark, counted under `kind`."""
+    kinds[kind] += 1
+    start = m.start()
+    whole = m.group(0)
+    return whole[: m.start(group) - start] + MARK.format(kind=kind) + whole[m.end(group) - start :]
+
+
 def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
     """Logins written for a reader rather than a program: `curl -u admin:admin123`, "MinIO console
     (minioadmin/minioadmin)", "用户名/密码: admin/admin123", "密码: admin123"."""
 
     def cli(m: re.Match[str]) -> str:
-        if not _credential_value(m.group(4)):
-            return m.group(0)
-        kinds["password"] += 1
-        return f"{m.group(1)}{m.group(2)}{m.group(3)}:{MARK.format(kind='password')}"
+        return _mask(m, 4, "password", kinds) if _credential_value(m.group(4)) else m.group(0)
 
     text = _CLI_USER.sub(cli, text)
 
     def label(m: re.Match[str]) -> str:
-        if not _credential_value(m.group(3)):
-            return m.group(0)
-        kinds["password"] += 1
-        return f"{m.group(1)}{m.group(2)}{MARK.format(kind='password')}"
+        return _mask(m, 3, "password", kinds) if _credential_value(m.group(3)) else m.group(0)
 
     text = _CJK_LABEL.sub(label, text)
 
@@ -543,8 +545,7 @@ def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
         kind = secret_kind(m.group(1))
         if kind is None or kind == "key?" or not _credential_value(m.group(3)):
             return m.group(0)
-        kinds[kind] += 1
-        return f'\\"{m.group(1)}{m.group(2)}{MARK.format(kind=kind)}\\"'
+        return _mask(m, 3, kind, kinds)
 
     if '\\"' in text:
         text = _ESCAPED_JSON.sub(escaped, text)
@@ -566,8 +567,7 @@ def _redact_people_credentials(text: str, kinds: Counter[str]) -> str:
                 return m.group(0)
             if user.lower() in ("read", "write", "get", "post", "put", "true", "yes", "and", "or", "input", "output"):
                 return m.group(0)
-            kinds["password"] += 1
-            return f"{m.group(1)}{user}{m.group(3)}{MARK.format(kind='password')}"
+            return _mask(m, 4, "password", kinds)
 
         lines[i] = _PAIR.sub(pair, line)
     return "\n".join(lines)
