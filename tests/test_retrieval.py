@@ -12,6 +12,7 @@ import pytest
 
 from bot.config import Settings
 from bot.retrieval import IndexReport, Searcher, index_sources
+from bot.retrieval.search import analyse
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docs"
 
@@ -249,3 +250,14 @@ def test_files_from_an_older_analyser_are_reindexed(settings: Settings) -> None:
     assert again.indexed == 5 and again.removed == 0
     assert again.unchanged == first.indexed - 5
     assert index_sources(settings).indexed == 0
+
+
+def test_a_name_the_segmenter_does_not_know_stays_one_word() -> None:
+    # rjieba cuts 飞书 (not in its dictionary) into 飞 + 书; alone, single characters carry no topic
+    # and were dropped, so the question lost its subject. Joined, it is one concept, translated.
+    concepts = {c.label: c for c in analyse("要加一个飞书渠道应该怎么做？")}
+    assert "飞书" in concepts
+    assert ("lark",) in concepts["飞书"].alternatives
+    assert "渠道" in concepts
+    # a stopword between characters still splits them (的 is not part of a name)
+    assert all(c.label not in ("飞书的", "的") for c in analyse("飞书的通知"))

@@ -31,7 +31,7 @@ DOC_SHARE = 0.25  # of the budget, at most, for one document
 SMALL_SECTION_CHARS = 400  # a best section smaller than this brings its next chunk along
 MAX_DOCS = 14  # documents in the first round; a second round adds up to as many again
 DEEP_DOCS = 4  # the best documents also get further sections and neighbours
-MAX_PER_FOLDER = 4  # documents from one folder per round
+MAX_PER_FOLDER = 8  # documents from one folder per round (a docs/ folder holds most of a repo's docs)
 KNOWLEDGE_MAX = 2
 
 

@@ -45,6 +45,7 @@ from bot.retrieval.text import (
     _jieba,
     fold,
     glossary,
+    join_single_characters,
     split_identifier,
     stopwords,
 )
@@ -148,7 +149,7 @@ def _units(query: str) -> list[_Unit]:
     for match in _TOKEN_OR_CJK.finditer(query):
         run = match.group()
         if _CJK_CHAR.match(run):
-            for word in _jieba().cut(run):
+            for word in join_single_characters(_jieba().cut(run)):
                 if not word.strip():
                     continue
                 alts: list[tuple[str, ...]] = [(word,)]

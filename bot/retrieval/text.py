@@ -157,9 +157,28 @@ class Glossary:
 GLOSSARY_TERMS = "glossary_terms.tsv"
 
 
+def join_single_characters(words: list[str]) -> list[str]:
+    """rjieba cuts a name missing from its dictionary into single characters (`飞书` → 飞, 书), which
+    carry no topic alone; adjacent ones (stopwords such as 的 apart) are one word again. Documents
+    are indexed with `cut_for_search`, which keeps such names whole in context, so a question's
+    `飞书` then meets theirs."""
+    out: list[str] = []
+    run = ""
+    for word in [*words, ""]:
+        if len(word) == 1 and _CJK_CHAR.match(word) and word not in stopwords():
+            run += word
+            continue
+        if run:
+            out.append(run)
+            run = ""
+        if word:
+            out.append(word)
+    return out
+
+
 def cut_phrase(phrase: str) -> tuple[str, ...]:
-    """A Chinese phrase as rjieba cuts it (the words a query or a doc is indexed with)."""
-    return tuple(t for t in _jieba().cut(phrase) if t.strip())
+    """A Chinese phrase as a question's words are cut (rjieba, single characters joined)."""
+    return tuple(t for t in join_single_characters(_jieba().cut(phrase)) if t.strip())
 
 
 def phrase_terms(phrase: str) -> tuple[str, ...]:
