@@ -158,7 +158,10 @@ class Bot:
             except Exception:
                 log.warning("could not check the model id", exc_info=True)
 
-        app = build_app(self.deps, self.client)
+        from bot.slack.listeners import QuestionIntake
+
+        intake = QuestionIntake(self.deps, bot_user_id=bot.user_id)
+        app = build_app(self.deps, self.client, intake)
         self.runner = JobRunner(
             settings=settings,
             store=self.astore,
@@ -178,6 +181,7 @@ class Bot:
             readiness=readiness,
             bolt=None if settings.socket_mode else app,
             signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
+            intake=intake,
         )
         self._web_runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._web_runner.setup()
@@ -194,7 +198,9 @@ class Bot:
             from bot.slack.intake import ScreenedSocketModeHandler
 
             assert settings.slack_app_token is not None
-            handler = ScreenedSocketModeHandler(app, settings.slack_app_token.get_secret_value(), metrics=self.metrics)
+            handler = ScreenedSocketModeHandler(
+                app, settings.slack_app_token.get_secret_value(), metrics=self.metrics, after=intake.after
+            )
             await handler.connect_async()
             self._socket_handler = handler
 

@@ -328,31 +328,62 @@ class Store:
         meta: dict[str, Any] | None = None,
     ) -> int | None:
         """Persist a job; None when `(channel, ts)` is already queued or done (a duplicate)."""
+        return self.enqueue_many(
+            [
+                {
+                    "kind": kind,
+                    "channel": channel,
+                    "ts": ts,
+                    "thread_ts": thread_ts,
+                    "user": user,
+                    "text": text,
+                    "channel_type": channel_type,
+                    "team": team,
+                    "event_id": event_id,
+                    "meta": meta,
+                }
+            ]
+        )[0]
+
+    def enqueue_many(self, jobs: list[dict[str, Any]]) -> list[int | None]:
+        """Persist several jobs (each with `enqueue`'s arguments) in one transaction, one commit: the
+        ack path's group commit. Each gets its id, or None when its `(channel, ts)` is already there
+        (a duplicate, also of an earlier job in the same list)."""
         now = time.time()
+        ids: list[int | None] = []
         with self._tx() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (kind, channel, channel_type, ts, thread_ts, user, team, text,"
-                " state, attempts, created_at, event_id, meta) VALUES (?,?,?,?,?,?,?,?,'queued',0,?,?,?)",
-                (
-                    kind,
-                    channel,
-                    channel_type,
-                    ts,
-                    thread_ts,
-                    user,
-                    team,
-                    text,
-                    now,
-                    event_id,
-                    json.dumps(meta) if meta else None,
-                ),
-            )
-            if cursor.rowcount == 0:
-                return None
-            job_id = int(cursor.lastrowid or 0)
-            if kind != "review" and thread_ts:
-                _insert_thread(db, channel=channel, thread_ts=thread_ts, channel_type=channel_type, started_by=user)
-            return job_id
+            for job in jobs:
+                meta = job.get("meta")
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO jobs (kind, channel, channel_type, ts, thread_ts, user, team, text,"
+                    " state, attempts, created_at, event_id, meta) VALUES (?,?,?,?,?,?,?,?,'queued',0,?,?,?)",
+                    (
+                        job["kind"],
+                        job["channel"],
+                        job.get("channel_type", "channel"),
+                        job["ts"],
+                        job["thread_ts"],
+                        job.get("user"),
+                        job.get("team"),
+                        job["text"],
+                        now,
+                        job.get("event_id"),
+                        json.dumps(meta) if meta else None,
+                    ),
+                )
+                if cursor.rowcount == 0:
+                    ids.append(None)
+                    continue
+                ids.append(int(cursor.lastrowid or 0))
+                if job["kind"] != "review" and job["thread_ts"]:
+                    _insert_thread(
+                        db,
+                        channel=job["channel"],
+                        thread_ts=job["thread_ts"],
+                        channel_type=job.get("channel_type", "channel"),
+                        started_by=job.get("user"),
+                    )
+        return ids
 
     def claim_job(self, *, owner: str = "", lease_seconds: float = LEASE_SECONDS) -> Job | None:
         """Atomically take the oldest claimable job (queued, or running with an expired lease)."""

@@ -99,6 +99,29 @@ async def test_sigkill_after_ack_resumes_and_answers_once(tmp_path: Path, slack:
     assert len(answers_in(slack, "C1", parent.ts)) == 1
 
 
+async def test_sigkill_the_moment_the_ack_arrives_loses_nothing(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
+    """Killed as soon as Slack has its 200, before the job could start: the event was committed
+    before the ack, so the restarted process answers it, once."""
+    port = free_port()
+    env = bot_env(tmp_path, slack, model, port)
+    log = tmp_path / "bot.log"
+    proc = await start_bot(env, port, log)
+    parent = slack.add_message("C1", "<@UBOT> acked, then the process died?", user="U1")
+    payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
+    status, _ = await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload)
+    proc.send_signal(signal.SIGKILL)
+    assert status == 200
+    await proc.wait()
+    proc = await start_bot(env, port, log)
+    try:
+        answers = await wait_answers(slack, "C1", parent.ts, timeout=20)
+        assert len(answers) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert len(answers_in(slack, "C1", parent.ts)) == 1
+
+
 async def test_sigterm_drains_in_flight_job_and_exits_zero(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
     port = free_port()
     env = bot_env(tmp_path, slack, model, port)

@@ -66,6 +66,21 @@ def test_enqueue_dedupes_and_records_the_thread(store: Store) -> None:
     assert store.queue_depth() == 1
 
 
+def test_enqueue_many_is_one_transaction_that_still_dedupes(store: Store) -> None:
+    """The ack path's group commit: several jobs, one commit, each told whether it was new."""
+    earlier = enqueue(store, "1.0")
+
+    def job(ts: str) -> dict[str, object]:
+        return {"kind": "mention", "channel": "C1", "ts": ts, "thread_ts": ts, "user": "U1", "text": f"q {ts}"}
+
+    ids = store.enqueue_many([job("1.0"), job("2.0"), job("2.0"), job("3.0")])
+    assert ids[0] is None and ids[2] is None  # already stored, and a twin within the same batch
+    assert ids[1] is not None and ids[3] is not None and len({earlier, ids[1], ids[3]}) == 3
+    assert store.is_bot_thread("C1", "2.0") and store.is_bot_thread("C1", "3.0")
+    assert store.queue_depth() == 3
+    assert store.enqueue_many([]) == []
+
+
 def test_claim_lease_finish(store: Store) -> None:
     a, b = enqueue(store, "1.0"), enqueue(store, "2.0")
     first = store.claim_job(owner="w1", lease_seconds=60)

@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.slack.deps import Deps
-from bot.slack.listeners import register_listeners
+from bot.slack.listeners import QuestionIntake, register_listeners
 from bot.slack.retry import ArchbotWebClient, build_retry_handlers
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _bolt_logger() -> logging.Logger:
     return logger
 
 
-def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
+def build_app(deps: Deps, client: AsyncWebClient, intake: QuestionIntake | None = None) -> AsyncApp:
     """The Bolt app with every listener registered. Acks are sent after the listener ran
     (process_before_response): a job is durable in the store before Slack hears "ok"."""
     settings = deps.settings
@@ -67,5 +67,5 @@ def build_app(deps: Deps, client: AsyncWebClient) -> AsyncApp:
         raise_error_for_unhandled_request=False,
         logger=_bolt_logger(),
     )
-    register_listeners(app, deps)
+    register_listeners(app, deps, intake)
     return app

@@ -20,12 +20,13 @@ an unknown event type never creates a new Prometheus series.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -39,6 +40,9 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot.metrics import Metrics
+
+if TYPE_CHECKING:
+    from bot.slack.listeners import AfterAcks
 
 log = logging.getLogger(__name__)
 
@@ -376,16 +380,21 @@ class ScreenedSocketModeHandler(AsyncSocketModeHandler):
     """Bolt's Socket Mode adapter with the intake checks: frames screened by
     `ScreenedSocketModeClient`, envelopes of odd shapes acked and ignored before Bolt sees them."""
 
-    def __init__(self, app: AsyncApp, app_token: str, *, metrics: Metrics) -> None:
+    def __init__(self, app: AsyncApp, app_token: str, *, metrics: Metrics, after: AfterAcks | None = None) -> None:
         self.app = app
         self.app_token = app_token
         self.metrics = metrics
+        self.after = after  # the listeners' follow-ups wait until this envelope's ack is sent
         self.client = ScreenedSocketModeClient(
             app_token=app_token, logger=app.logger, web_client=app.client, metrics=metrics
         )
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        with self.after.acking() if self.after is not None else contextlib.nullcontext():
+            await self._handle(client, req)
+
+    async def _handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:
         received: dict[str, float] = getattr(client, "received", {})
         started = received.pop(req.envelope_id, None) or time.perf_counter()
         if screen(req.payload, self.metrics) is not None:

@@ -10,14 +10,22 @@ deletions and other subtypes, threads the bot never joined.
 Deduplication is the store's unique `(channel, ts)`: the mention/message twins and Slack's
 redeliveries insert one job. Every subscribed event has a listener, so each one is acked
 (an event without a listener would be a 404 and Slack would redeliver it).
+
+`QuestionIntake` does that work for message events, whichever way they come: Bolt's listeners
+below (Socket Mode, and anything else Bolt dispatches), and the HTTP fast path in `bot/server.py`,
+which takes signed `app_mention`/`message` events without Bolt's dispatch. Concurrent jobs are
+committed together (`bot.store_async.GroupCommit`); a job is committed before its ack is sent.
+What follows an ack (the 👀 reaction, waking a worker, the log line) waits in `AfterAcks` until a
+burst's acks are written, so starting jobs never delays acking the next mention.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -30,6 +38,7 @@ from bot.errors import StoreUnavailable
 from bot.slack.deps import Deps
 from bot.slack.interactions import register_interactions
 from bot.slack.post import WORKING_REACTION, add_reaction
+from bot.store_async import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +112,156 @@ def classify_message(
     )
 
 
-def register_listeners(app: AsyncApp, deps: Deps) -> None:
+class AfterAcks:
+    """Work that follows acks, run once a burst's acks are written.
+
+    While a request is being acked (`acking()`), and for `quiet` seconds after the last ack, work
+    handed to `later()` waits; then it all runs, in order. So 40 mentions at once are acked before
+    the first of their jobs starts competing for the event loop (and, with searches in threads,
+    for the GIL). Nothing waits longer than `longest` seconds, however busy the intake."""
+
+    def __init__(self, *, quiet: float = 0.005, longest: float = 0.1) -> None:
+        self.quiet = quiet
+        self.longest = longest
+        self.in_flight = 0
+        self._last_ack = 0.0
+        self._queue: list[Callable[[], None]] = []
+        self._first_queued = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @contextlib.contextmanager
+    def acking(self) -> Iterator[None]:
+        """Around one request, from its arrival until its ack is written."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._last_ack = asyncio.get_running_loop().time()
+
+    def later(self, work: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._queue:
+            self._first_queued = loop.time()
+        self._queue.append(work)
+        if self._timer is None:
+            self._timer = loop.call_later(self.quiet, self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        busy = self.in_flight > 0 or now - self._last_ack < self.quiet
+        if busy and now - self._first_queued < self.longest:
+            self._timer = loop.call_later(self.quiet, self._run)
+            return
+        queue, self._queue = self._queue, []
+        for work in queue:
+            try:
+                work()
+            except Exception:  # one failed follow-up never stops the others
+                log.exception("work after an ack failed")
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A question the intake stored (`job_id`), or found already stored (`job_id` None: a duplicate)."""
+
+    question: Question
+    job_id: int | None
+
+
+class QuestionIntake:
+    """Message events → durable jobs: classify, dedupe on `(channel, ts)`, commit, then (after the
+    ack) show 👀 and wake a worker. One per process, shared by both ways events come in."""
+
+    def __init__(self, deps: Deps, *, bot_user_id: str | None = None) -> None:
+        self.deps = deps
+        self.bot_user_id = bot_user_id  # the runtime's auth.test; Bolt's listeners pass their context's
+        self.store = deps.store.quick  # the ack path: a locked or lost database is refused fast (503)
+        self.commits = GroupCommit(self.store)
+        self.after = AfterAcks()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def take(
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        *,
+        event_type: str,
+        bot_user_id: str | None,
+        team_id: str | None,
+    ) -> Taken | None:
+        """The stored question, or None when the event is not one for us (counted). Raises
+        `StoreUnavailable` when the job cannot be committed: refuse the event (503), Slack redelivers."""
+        metrics = self.deps.metrics
+        in_bot_thread = await self._in_bot_thread(event)
+        question, reason = classify_message(
+            event,
+            bot_user_id=bot_user_id or self.bot_user_id,
+            is_bot_thread=lambda _channel, _thread: in_bot_thread,
+            event_type=event_type,
+        )
+        if question is None:
+            metrics.events_ignored.labels(reason.split(":")[0]).inc()
+            return None
+        if question.team is None and team_id:
+            question = replace(question, team=team_id)
+        job_id = await self.commits.enqueue(
+            kind=question.kind,
+            channel=question.channel,
+            ts=question.ts,
+            thread_ts=question.thread_ts,
+            user=question.user,
+            text=question.text,
+            channel_type=question.channel_type,
+            team=question.team,
+            event_id=body.get("event_id"),
+        )
+        if job_id is None:
+            metrics.events_ignored.labels("duplicate").inc()
+        else:
+            metrics.queue_depth.inc()
+        return Taken(question, job_id)
+
+    async def _in_bot_thread(self, event: dict[str, Any]) -> bool:
+        """Looked up before classifying (the store is async; the rules stay a pure function)."""
+        thread_ts, ts, channel = event.get("thread_ts"), event.get("ts"), event.get("channel")
+        if not thread_ts or thread_ts == ts or not isinstance(channel, str) or event.get("bot_id"):
+            return False
+        return bool(await self.store.is_bot_thread(channel, str(thread_ts)))
+
+    def acked(self, taken: Taken | None, client: AsyncWebClient) -> None:
+        """Call once the ack is sent (or on its way): the rest waits for the burst's acks."""
+        if taken is not None:
+            self.after.later(lambda: self._follow_up(taken, client))
+
+    def _follow_up(self, taken: Taken, client: AsyncWebClient) -> None:
+        question = taken.question
+        if taken.job_id is None:
+            log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
+            return
+        # The visible sign of work, at once even when the job waits for a free worker.
+        task = asyncio.create_task(
+            add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info(
+            "job queued",
+            extra={
+                "job_id": taken.job_id,
+                "kind": question.kind,
+                "channel": question.channel,
+                "thread_ts": question.thread_ts,
+            },
+        )
+        self.deps.wake.set()
+
+
+def register_listeners(app: AsyncApp, deps: Deps, intake: QuestionIntake | None = None) -> None:
     """Every listener archbot has, for both transports."""
-    metrics = deps.metrics
-    store = deps.store.quick  # the ack path: a locked or lost database is refused fast (503), never waited on
+    intake = intake or QuestionIntake(deps)
 
     @app.middleware
     async def gate_shutdown(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]):
@@ -118,76 +273,20 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
             return BoltResponse(status=503, body="shutting down")
         return await next()
 
-    pending_reactions: set[asyncio.Task[None]] = set()
-
-    def show_working(client: AsyncWebClient, question: Question) -> None:
-        """The visible sign of work, at once even when the job waits for a free worker. Runs after
-        the ack path returns (a task), so Slack's latency never delays the ack."""
-        task = asyncio.create_task(
-            add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
-        )
-        pending_reactions.add(task)
-        task.add_done_callback(pending_reactions.discard)
-
-    async def enqueue(question: Question, event_id: str | None, client: AsyncWebClient) -> None:
-        job_id = await store.enqueue(
-            kind=question.kind,
-            channel=question.channel,
-            ts=question.ts,
-            thread_ts=question.thread_ts,
-            user=question.user,
-            text=question.text,
-            channel_type=question.channel_type,
-            team=question.team,
-            event_id=event_id,
-        )
-        if job_id is None:
-            metrics.events_ignored.labels("duplicate").inc()
-            log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
-            return
-        metrics.queue_depth.inc()
-        show_working(client, question)
-        log.info(
-            "job queued",
-            extra={
-                "job_id": job_id,
-                "kind": question.kind,
-                "channel": question.channel,
-                "thread_ts": question.thread_ts,
-            },
-        )
-        deps.wake.set()
-
-    async def _in_bot_thread(event: dict[str, Any]) -> bool:
-        """Looked up before classifying (the store is async; the rules stay a pure function)."""
-        thread_ts, ts, channel = event.get("thread_ts"), event.get("ts"), event.get("channel")
-        if not thread_ts or thread_ts == ts or not isinstance(channel, str) or event.get("bot_id"):
-            return False
-        return bool(await store.is_bot_thread(channel, str(thread_ts)))
-
     async def handle(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, event_type: str, client: AsyncWebClient
     ) -> BoltResponse | None:
         """Classify and enqueue. Returns a 503 response (Bolt sends it instead of the ack) when the
         store cannot take the job: no ack, so Slack redelivers it and nothing acked is lost."""
         try:
-            in_bot_thread = await _in_bot_thread(event)
-            question, reason = classify_message(
-                event,
-                bot_user_id=context.bot_user_id,
-                is_bot_thread=lambda _channel, _thread: in_bot_thread,
-                event_type=event_type,
+            taken = await intake.take(
+                body, event, event_type=event_type, bot_user_id=context.bot_user_id, team_id=context.team_id
             )
-            if question is None:
-                metrics.events_ignored.labels(reason.split(":")[0]).inc()
-                return
-            if question.team is None and context.team_id:
-                question = Question(**{**question.__dict__, "team": context.team_id})
-            await enqueue(question, body.get("event_id"), client)
         except StoreUnavailable as exc:
-            metrics.events_refused.inc()
-            log.warning("database unavailable: event refused (503), Slack will redeliver", extra={"error": str(exc)})
+            refuse(deps, exc)
             return BoltResponse(status=503, body="database unavailable")
+        # Bolt sends the ack when this returns; the follow-up waits for the burst's acks anyway.
+        intake.acked(taken, client)
         return None
 
     @app.event("app_mention")
@@ -261,3 +360,9 @@ def register_listeners(app: AsyncApp, deps: Deps) -> None:
         return None
 
     register_interactions(app, deps)
+
+
+def refuse(deps: Deps, exc: StoreUnavailable) -> None:
+    """Count and log an event refused because the database cannot take it."""
+    deps.metrics.events_refused.inc()
+    log.warning("database unavailable: event refused (503), Slack will redeliver", extra={"error": str(exc)})
