@@ -33,6 +33,7 @@ MAX_DOCS = 14  # documents in the first round; a second round adds up to as many
 DEEP_DOCS = 4  # the best documents also get further sections and neighbours
 MAX_PER_FOLDER = 8  # documents from one folder per round (a docs/ folder holds most of a repo's docs)
 KNOWLEDGE_MAX = 2
+REACH = 2  # chunks either side of a matched section that `load` must supply (the next chunk's next one)
 
 
 @dataclass
@@ -103,7 +104,8 @@ def assemble(
     *,
     budget_tokens: int,
 ) -> list[Passage]:
-    """Passages for the ranked `docs` within `budget_tokens`; `load(doc)` gives all its chunks by ordinal."""
+    """Passages for the ranked `docs` within `budget_tokens`; `load(doc)` gives its chunks by ordinal,
+    at least those within `REACH` of a matched section (neighbours of neighbours)."""
     if not docs or budget_tokens <= 0:
         return []
     team = [d for d in docs if not d.knowledge]
