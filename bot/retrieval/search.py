@@ -666,10 +666,13 @@ class Searcher:
 
         def load(doc: assembly.Doc) -> dict[int, assembly.Section]:
             scores = {s.ordinal: s.score for s in doc.matched}
+            near = sorted({s.ordinal + d for s in doc.matched for d in range(-assembly.REACH, assembly.REACH + 1)})
             return {
                 ordinal: assembly.Section(ordinal, heading, text, scores.get(ordinal, 0.0))
                 for ordinal, heading, text in conn.execute(
-                    "SELECT ordinal, heading, text FROM ix_chunks WHERE file_id = ? ORDER BY ordinal", (doc.key,)
+                    "SELECT ordinal, heading, text FROM ix_chunks WHERE file_id = ? "
+                    f"AND ordinal IN ({','.join('?' * len(near))})",
+                    (doc.key, *near),
                 )
             }
 
