@@ -62,6 +62,9 @@ class FileRewriter:
     def rewrite(self, query: str) -> str | None:
         return self.texts.get(query)
 
+    def needs_model(self, query: str) -> bool:
+        return False  # read from a file: here at once, like a cached rewrite (bot/retrieval/rewrite_wait.py)
+
 
 def regrep(path: Path, corpus: Path) -> None:
     files = sorted(corpus.rglob("*.md"))

@@ -208,14 +208,17 @@ class Settings(BaseSettings):
         True,
         validation_alias=_alias("ARCHBOT_QUERY_REWRITE"),
         description="With ANTHROPIC_API_KEY: rewrite each question into both languages, beside the lexical "
-        "search (cached; used when it arrives within ARCHBOT_REWRITE_WAIT, else the search goes on without it).",
+        "search (cached; used when it arrives in time, see ARCHBOT_REWRITE_WAIT, else the search goes on without "
+        "it).",
     )
     rewrite_wait: float = Field(
         1.2,
         ge=0,
         le=10,
         validation_alias=_alias("ARCHBOT_REWRITE_WAIT"),
-        description="Seconds a search waits for the model rewrite running beside it (a cached one is immediate).",
+        description="Most seconds a search waits for the model rewrite running beside it (a cached one is "
+        "immediate). Within it the wait follows the recent rewrites' round trips: about as long as they took to "
+        "arrive, and none while most of them took longer than this.",
     )
     slack_retry_seconds: float = Field(
         60.0,

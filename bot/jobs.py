@@ -39,11 +39,11 @@ from bot.slack import render
 from bot.slack.assistant import set_status
 from bot.slack.context import (
     BotIdentity,
+    ChannelKinds,
     NameResolver,
     build_turns,
     clean_text,
     fetch_replies,
-    resolve_channel_type,
 )
 from bot.slack.neutralise import mention_channel
 from bot.slack.post import (
@@ -68,6 +68,7 @@ LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 30.0
 IDLE_POLL_SECONDS = 2.0  # one worker per replica looks this often (jobs whose lease expired, other replicas' jobs)
 HELP_TEXT = t("help.text")
+FOLLOW_UP_CHARS = 60  # a question shorter than this, in a thread, is searched with the thread's opening one
 
 
 class WorkSignal:
@@ -162,7 +163,7 @@ def owner_is_dead(owner: str) -> bool:
 
 def build_search_query(turns: list[Turn], question: str) -> str:
     """What to search for: the question, plus the thread's opening question for short follow-ups."""
-    if len(question) >= 60 or len(turns) < 2:
+    if len(question) >= FOLLOW_UP_CHARS or len(turns) < 2:
         return question
     opening = next((t.text for t in turns if t.role == "user"), "")
     opening = opening.split(": ", 1)[-1][:300]
@@ -194,6 +195,7 @@ class JobRunner:
         self.bot = bot
         self.owner = process_owner()
         self.names = NameResolver(client, store)
+        self.channel_kinds = ChannelKinds(client)
         self.running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -380,10 +382,17 @@ class JobRunner:
                     await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
             await self._end(job, "done", None, extra)
             return
+        # The model rewrite of the search query goes out now, beside the work before the search
+        # (reading the thread, Slack calls), when the query does not depend on the thread.
+        early_query = question if self._query_known_early(job, question) else None
+        if early_query is not None:
+            self._start_rewrite(early_query)
+        typing: asyncio.Task[None] | None = None
         if job.channel_type in ("unknown", "command"):
-            job.channel_type = await resolve_channel_type(self.client, job.channel)
-            if job.channel_type not in ("unknown", "command"):
-                await self.store.set_channel_type(job.id, job.channel_type)
+            if job.channel.startswith("D"):
+                await self._resolve_channel_type(job)
+            else:  # not a DM, whichever kind it is: nothing before the answer depends on it
+                typing = asyncio.create_task(self._resolve_channel_type(job), name=f"channel-type-{job.id}")
         if job.kind != "review" and job.attempts > 1:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
@@ -399,6 +408,7 @@ class JobRunner:
             await set_status(
                 self.client, channel=job.channel, thread_ts=job.thread_ts, status=t("assistant.thinking", lang)
             )
+        poster: ReplyPoster | None = None
         try:
             poster = self._poster(job)
             # While the answer is prepared, a streamed reply shows the steps (a plan of tasks).
@@ -408,6 +418,8 @@ class JobRunner:
             await poster.step("thread", t("steps.thread", lang), "complete")
             await poster.step("search", t("steps.search", lang), "in_progress")
             query = build_search_query(turns, question)
+            if query != early_query:
+                self._start_rewrite(query)
             hits = await self._search(query)
             found = t("steps.found", lang, passages=len(hits), files=len({(h.source, h.path) for h in hits}))
             await poster.step("search", t("steps.search", lang), "complete", output=found)
@@ -428,6 +440,9 @@ class JobRunner:
                 )
                 await self._end(job, "failed", f"model: {exc.status}", extra)
                 return
+            if typing is not None:  # long done by now: the answer is recorded with its channel's kind
+                with contextlib.suppress(Exception):
+                    await typing
             parts = render.build_message_parts(answer, lang=lang)
             await poster.step("write", t("steps.write", lang), "complete")
             try:
@@ -463,7 +478,14 @@ class JobRunner:
                 if n:
                     self.metrics.tokens.labels(kind).inc(n)
             await self._end(job, "done", None, extra)
+        except Exception:
+            if poster is not None:  # the stream its steps opened is known (stored) before a failure is shown
+                await poster.settle()
+            raise
         finally:
+            if typing is not None:
+                with contextlib.suppress(Exception):
+                    await typing
             if job.kind != "review":
                 await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
             if job.channel_type == "im":
@@ -507,6 +529,32 @@ class JobRunner:
             question_text=job.text,
             question_user=job.user,
         )
+
+    async def _resolve_channel_type(self, job: Job) -> None:
+        """The job's channel kind (channel, group, im, mpim), from Slack, remembered in the store."""
+        kind = job.channel_type = await self.channel_kinds.kind(job.channel)
+        if kind in ("unknown", "command"):
+            return
+        try:
+            await self.store.set_channel_type(job.id, kind)
+        except Exception:  # the next attempt or follow-up asks again
+            log.warning("could not store the channel type", extra={"job_id": job.id}, exc_info=True)
+
+    @staticmethod
+    def _query_known_early(job: Job, question: str) -> bool:
+        """Whether the search query is the question itself whatever the thread says
+        (`build_search_query`): a long question, a review, or a message that opens its thread."""
+        return len(question) >= FOLLOW_UP_CHARS or job.kind == "review" or not job.thread_ts or job.thread_ts == job.ts
+
+    def _start_rewrite(self, query: str) -> None:
+        """Start the search's model rewrite ahead of the search (searchers without one: nothing)."""
+        start = getattr(self.searcher, "start_rewrite", None)
+        if not callable(start):
+            return
+        try:
+            start(query)
+        except Exception:  # an optimisation only: the search starts it itself
+            log.warning("could not start the query rewrite early", exc_info=True)
 
     async def _search(self, query: str) -> list[Hit]:
         if self.searcher is None:

@@ -17,7 +17,11 @@ from bot.config import Settings
 from bot.retrieval import ModelRewriter, Searcher, build_searcher, index_sources
 from bot.retrieval.rewrite import PROMPT_VERSION, normalise
 from bot.types import Hit
-from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropic, Reply
+from tests.conftest import bot_settings, running_bot
+from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropic, Reply, default_reply, search_results
+from tests.fakes.signing import post_event
+from tests.fakes.slack import FakeSlack, event_callback, mention_event
+from tests.helpers import wait_answers
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docs"
 # An English question for a Chinese passage (zh/cache.md, 缓存穿透) that shares no glossary word
@@ -188,3 +192,27 @@ async def test_a_late_rewrite_does_not_hold_the_search_and_serves_the_next_one(
         model.resume()
         searcher.close()
         plain.close()
+
+
+async def test_a_mention_asks_for_its_rewrite_once_and_answers_with_it(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, settings: Settings
+) -> None:
+    """The job starts the rewrite when it claims the question (rewrite_wait.py); the search takes that
+    one rather than asking again, and the passages it found through it reach the answer request."""
+    def respond(body: dict) -> Reply:
+        if not body.get("stream") and "rewrite a question" in str(body.get("system", "")):
+            return Reply(text=REWRITE)
+        return default_reply(body)
+
+    model.default_reply = respond
+    config = bot_settings(tmp_path, slack, model, query_rewrite=True, db_path=settings.db_path, docs=settings.docs)
+    async with running_bot(config) as bot:
+        question = slack.add_message("C1", f"<@UBOT> {QUESTION}", user="U1")
+        payload = event_callback(mention_event(question.text, channel="C1", user="U1", ts=question.ts))
+        assert (await post_event(f"http://127.0.0.1:{bot.port}", slack.signing_secret, payload))[0] == 200
+        await wait_answers(slack, "C1", question.ts)
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+    rewrites = [r for r in model.message_requests if not r.stream and "rewrite a question" in str(r.body["system"])]
+    assert [r.body["messages"] for r in rewrites] == [[{"role": "user", "content": QUESTION}]]
+    [answer] = [r for r in model.message_requests if r.stream]
+    assert "zh/cache.md" in [b["source"] for b in search_results(answer.body)]

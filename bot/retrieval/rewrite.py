@@ -116,6 +116,14 @@ class ModelRewriter:
         finally:
             conn.close()
 
+    def needs_model(self, query: str) -> bool:
+        """Whether `rewrite(query)` would call the model now (not cached, not resting after a failure)."""
+        query = query.strip()
+        if not query or self.cached(query) is not None:
+            return False
+        with self._lock:
+            return time.monotonic() >= self._resting_until
+
     # -- the model call --------------------------------------------------------------------
     def rewrite(self, query: str) -> str | None:
         """Search text to add to the question, or None (no rewrite: search the question alone)."""

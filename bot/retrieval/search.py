@@ -28,9 +28,7 @@ import math
 import re
 import sqlite3
 import threading
-import time
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -38,6 +36,7 @@ from typing import NamedTuple
 from bot.retrieval import assemble as assembly
 from bot.retrieval.entities import Entity, discover, recognise
 from bot.retrieval.rewrite import Rewriter
+from bot.retrieval.rewrite_wait import Rewrites
 from bot.retrieval.text import (
     _CJK_CHAR,
     _TOKEN_OR_CJK,
@@ -265,6 +264,7 @@ class Searcher:
         self.rewriter = rewriter
         self.passage_tokens = passage_tokens
         self.rewrite_wait = rewrite_wait
+        self.rewrites = Rewrites(rewriter, rewrite_wait) if rewriter is not None else None
         self._local = threading.local()
         self._entity_lock = threading.Lock()
         self._entity_cache: tuple[object, list[Entity]] | None = None
@@ -345,6 +345,12 @@ class Searcher:
                 break
         return out
 
+    def start_rewrite(self, query: str) -> None:
+        """Start the model rewrite of a question about to be searched (no-op without a rewriter), so
+        its round trip overlaps the caller's work before the search (see rewrite_wait.py)."""
+        if self.rewrites is not None and query.strip():
+            self.rewrites.start(query)
+
     # -- search --------------------------------------------------------------------------
     def search(self, query: str, k: int = 8) -> list[Hit]:
         """The k best passages for a question, best first, from distinct places (one chunk each)."""
@@ -378,35 +384,27 @@ class Searcher:
             total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
             if not total:
                 return None
-            if self.rewriter is None:
+            if self.rewrites is None:
                 return self._rank(conn, query, total)
-            # The model rewrite runs beside the lexical search, not before it: the question is ranked
-            # while the rewrite is on its way, and the rewrite is used only if it arrives within
-            # `rewrite_wait` seconds (a cached one always does). A late one still lands in the cache
-            # for the thread's follow-ups and repeats; this answer goes on without it.
-            started = time.monotonic()
-            pending = _Background(self._rewrite, query)
-            plain = self._rank(conn, query, total)
-            extra = pending.result(max(0.0, self.rewrite_wait - (time.monotonic() - started)))
-            if not extra:
-                return plain
+            # The model rewrite runs beside the lexical search, not before it (started even earlier by
+            # `start_rewrite` when the caller knows the question ahead): the question is ranked while
+            # the rewrite is on its way, and the rewrite is used if it arrives within what is worth
+            # waiting for (rewrite_wait.py; a cached one always is). A late one still lands in the
+            # cache for the thread's follow-ups and repeats; this answer goes on without it.
+            pending = self.rewrites.take(query)
+            plain = None if pending.done() else self._rank(conn, query, total)  # here already: rank once
+            extra = pending.result()
             # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
             # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
             # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
-            return self._rank(conn, query + "\n" + extra, total) or plain
+            combined = self._rank(conn, query + "\n" + extra, total) if extra else None
+            if combined is not None:
+                return combined
+            return plain if plain is not None else self._rank(conn, query, total)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "no such column" in str(exc):
                 return None
             raise
-
-    def _rewrite(self, query: str) -> str | None:
-        if self.rewriter is None:
-            return None
-        try:
-            return self.rewriter.rewrite(query)
-        except Exception:  # a rewriter must never cost an answer
-            log.warning("query rewriter raised; searching without it", exc_info=True)
-            return None
 
     def _entities(self, conn: sqlite3.Connection) -> list[Entity]:
         """The services the index knows of, rediscovered whenever the index changed."""
@@ -681,26 +679,6 @@ class Searcher:
             self._hit(ranked.files[p.doc.key], heading=p.heading, text=p.text, score=p.doc.score, live=ranked.concepts)
             for p in passages
         ]
-
-
-class _Background:
-    """A call on a daemon thread whose result can be waited for with a deadline (None when late).
-
-    A daemon thread, not an executor: a late model call must never hold up the process's exit."""
-
-    def __init__(self, fn: Callable[[str], str | None], arg: str) -> None:
-        self._value: str | None = None
-        self._done = threading.Event()
-        threading.Thread(target=self._run, args=(fn, arg), daemon=True, name="archbot-rewrite").start()
-
-    def _run(self, fn: Callable[[str], str | None], arg: str) -> None:
-        try:
-            self._value = fn(arg)
-        finally:
-            self._done.set()
-
-    def result(self, timeout: float) -> str | None:
-        return self._value if self._done.wait(timeout) else None
 
 
 def _clean_title(title: str) -> str:

@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
@@ -87,10 +90,20 @@ class NameResolver:
         self.client = client
         self.store = store
         self._memo: dict[str, str] = {}
+        self._asking: dict[str, asyncio.Future[str]] = {}
 
     async def name(self, user_id: str) -> str:
         if user_id in self._memo:
             return self._memo[user_id]
+        # One lookup per user at a time: a burst of questions from one person asks the store (and
+        # Slack) once, the others wait for that answer.
+        asking = self._asking.get(user_id)
+        if asking is None:
+            asking = self._asking[user_id] = asyncio.ensure_future(self._look_up(user_id))
+            asking.add_done_callback(lambda _done: self._asking.pop(user_id, None))
+        return await asyncio.shield(asking)
+
+    async def _look_up(self, user_id: str) -> str:
         try:
             name = await self.store.user_name(user_id)
         except Exception:  # a cache: ask Slack instead
@@ -122,6 +135,35 @@ async def resolve_channel_type(client: AsyncWebClient, channel: str) -> str:
     if info.get("is_mpim"):
         return "mpim"
     return "group" if info.get("is_private") else "channel"
+
+
+class ChannelKinds:
+    """Channel id → kind (`resolve_channel_type`), asked of Slack once per channel and `ttl` seconds,
+    one lookup at a time per channel: a burst of questions in one channel makes one
+    `conversations.info` call, not one each. A failed lookup ("unknown") is not remembered."""
+
+    def __init__(self, client: AsyncWebClient, *, ttl: float = 600.0, clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.ttl = ttl
+        self._clock = clock
+        self._known: dict[str, tuple[str, float]] = {}
+        self._asking: dict[str, asyncio.Future[str]] = {}
+
+    async def kind(self, channel: str) -> str:
+        known = self._known.get(channel)
+        if known is not None and self._clock() - known[1] < self.ttl:
+            return known[0]
+        asking = self._asking.get(channel)
+        if asking is None:
+            asking = self._asking[channel] = asyncio.ensure_future(self._look_up(channel))
+            asking.add_done_callback(lambda _done: self._asking.pop(channel, None))
+        return await asyncio.shield(asking)
+
+    async def _look_up(self, channel: str) -> str:
+        kind = await resolve_channel_type(self.client, channel)
+        if kind != "unknown":
+            self._known[channel] = (kind, self._clock())
+        return kind
 
 
 async def fetch_replies(client: AsyncWebClient, *, channel: str, thread_ts: str, page_size: int = 200) -> list[dict]:

@@ -55,6 +55,7 @@ _TS = re.compile(r"\d+\.\d+")  # a message timestamp, e.g. 1700000000.000100
 StreamMode = Literal["auto", "stream", "update"]
 TaskStatus = Literal["pending", "in_progress", "complete", "error"]  # a task_update chunk's status
 TASK_TEXT = 256  # a task's title / output, at most
+FIRST_WORDS_WAIT = 1.0  # seconds the model side waits for the first words to be shown (see update)
 _STREAM_REFUSALS = {
     "message_not_in_streaming_state",
     "method_not_supported_for_channel_type",
@@ -268,21 +269,53 @@ class ReplyPoster:
         self._dirty = asyncio.Event()
         self._closed = False
         self._closed_event = asyncio.Event()
+        self._first_flush = asyncio.Event()  # the flusher has tried to show text once
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._steps = True  # show the work's steps in the stream (task_update chunks) while it can
+        self._step_chunks: list[dict[str, str]] = []  # steps handed over, not sent yet
+        self._step_sender: asyncio.Task[None] | None = None
 
     # -- the steps of the work (streaming only) ----------------------------------------------
     async def step(self, task_id: str, title: str, status: TaskStatus, *, output: str | None = None) -> None:
         """Show one step of the work (reading the thread, searching, writing) as a task in the
         stream's plan: the first step starts the stream (`task_display_mode` "plan"), the next ones
-        update it. Cosmetic: without a stream (update mode, a refusal) it does nothing, never raises."""
+        update it. Cosmetic: without a stream (update mode, a refusal) it does nothing, never raises.
+
+        Returns at once: the step goes out from a background task, in order, and steps that queue up
+        meanwhile share one `chat.appendStream`; the work (the search, the model request) never waits
+        on Slack for them. The answer's text and the final form go out after every step sent before."""
         if self.mode != "stream" or not self._steps or self._closed:
             return
         chunk: dict[str, str] = {"type": "task_update", "id": task_id, "title": title[:TASK_TEXT], "status": status}
         if output:
             chunk["output"] = output[:TASK_TEXT]
+        self._step_chunks.append(chunk)
+        if self._step_sender is None or self._step_sender.done():
+            self._step_sender = asyncio.create_task(self._send_steps(), name=f"steps-{self.channel}-{self.thread_ts}")
+
+    async def _send_steps(self) -> None:
         async with self._lock:
+            await self._flush_steps()
+
+    async def settle(self) -> None:
+        """Wait until the steps handed over so far are out (or given up): after it, `ts` names the
+        stream they opened, if any (and `on_first_post` has been told)."""
+        sender = self._step_sender
+        if sender is not None and not sender.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(sender)
+
+    async def _flush_steps(self) -> None:
+        """Send the pending steps (the lock is held): the first opens the stream, the rest are appended together."""
+        while self._step_chunks:
+            if self.mode != "stream" or not self._steps:
+                self._step_chunks.clear()
+                return
+            if self.ts is None:
+                chunks, self._step_chunks = self._step_chunks[:1], self._step_chunks[1:]
+            else:
+                chunks, self._step_chunks = self._step_chunks, []
             try:
                 if self.ts is None:
                     try:
@@ -290,7 +323,7 @@ class ReplyPoster:
                             channel=self.channel,
                             thread_ts=self.thread_ts,
                             task_display_mode="plan",
-                            chunks=neutralise_chunks([chunk]),
+                            chunks=neutralise_chunks(chunks),
                             **self._recipients(),
                         )
                         ts = message_ts(resp, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts)
@@ -304,7 +337,7 @@ class ReplyPoster:
                     await self._first_post(ts, visible=False)
                 elif self._streaming:
                     await self.client.chat_appendStream(
-                        channel=self.channel, ts=self.ts, chunks=neutralise_chunks([chunk])
+                        channel=self.channel, ts=self.ts, chunks=neutralise_chunks(chunks)
                     )
             except Exception as exc:  # cosmetic: a refusal or a network error only ends the steps
                 if isinstance(exc, SlackApiError):
@@ -315,6 +348,7 @@ class ReplyPoster:
                 if isinstance(exc, SlackApiError):
                     log.debug("steps refused", extra={"channel": self.channel, "response": exc.response.data})
                 self._steps = False
+                self._step_chunks.clear()
                 if self.ts is None and self.allow_fallback:
                     self.mode = "update"  # the text will not stream here either
 
@@ -336,6 +370,11 @@ class ReplyPoster:
         self._dirty.set()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.channel}-{self.thread_ts}")
+            # The first words go out before the model side goes on (reading the rest of a stream that
+            # arrived at once, sending the record request): they are what the asker waits for. Bounded:
+            # a slow Slack holds the model side back this once, at most FIRST_WORDS_WAIT.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_flush.wait(), timeout=FIRST_WORDS_WAIT)
 
     # -- the Slack side ------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -347,6 +386,7 @@ class ReplyPoster:
             started = time.monotonic()
             try:
                 async with self._lock:
+                    await self._flush_steps()  # the steps handed over before the text go out first
                     await self._show_progress(self._latest)
             except SlackApiError as exc:  # progress is best effort; the final render reports for real
                 log.warning("progress update failed", extra={"channel": self.channel, "error": _error_code(exc)})
@@ -355,6 +395,8 @@ class ReplyPoster:
                 log.warning("progress update failed", extra={"channel": self.channel, "error": exc.error})
             except Exception:
                 log.warning("progress update failed", exc_info=True, extra={"channel": self.channel})
+            finally:
+                self._first_flush.set()
             interval = self.append_interval if self.mode == "stream" else self.update_interval
             wait = interval - (time.monotonic() - started)
             if wait > 0:
@@ -522,6 +564,7 @@ class ReplyPoster:
         """Show the final answer: `parts` are (fallback text, blocks) per message. Returns their ts."""
         await self._close_flusher()
         async with self._lock:
+            await self._flush_steps()
             return await self._finish(parts)
 
     async def _finish(self, parts: list[tuple[str, list[dict]]]) -> list[str]:
@@ -571,6 +614,7 @@ class ReplyPoster:
         cannot be edited, post the failure after it (a partial answer never stands alone)."""
         await self._close_flusher()
         async with self._lock:
+            await self._flush_steps()
             if self._streaming:
                 await self._stop_stream()
             if self.ts is not None:
