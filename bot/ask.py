@@ -6,7 +6,9 @@ Slack would show follows it: the cut-off note, the conflicts/gaps/confidence lin
 sources with their quoted passages, in the question's language. With no
 ANTHROPIC_API_KEY the answer is retrieval-only and says so. The index is brought up to date
 first (incremental: nearly free when nothing changed), so the very first `ask` on a fresh
-install works from the bundled pattern library.
+install works from the bundled pattern library. With a model, a credential pasted into the question
+is redacted before it is searched or sent, and one the model repeats is not printed
+(`bot/redaction.py`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def _index(settings: Settings, *, first: bool) -> None:
 async def ask(settings: Settings, question: str, *, stream: bool = False) -> Answer:
     from bot.retrieval import build_searcher
 
+    if settings.has_model:  # the question goes to the model (and its query rewrite): not a credential in it
+        from bot.redaction import redact_text
+
+        question = redact_text(question)
     searcher = build_searcher(settings)
     # Index when there is nothing yet (a fresh install) or when ARCHBOT_DOCS names the docs; an index
     # built by hand with `archbot index PATH` is left as it is rather than narrowed to knowledge/.
@@ -72,6 +78,7 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
         return answer
 
     from bot.architect import Architect
+    from bot.redaction import settled
 
     shown = ""  # what the terminal shows of the streamed answer
 
@@ -79,6 +86,7 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
         nonlocal shown
         if not stream:
             return
+        full = redact_text(settled(full))  # as in Slack: a credential the model repeats is not shown
         if not full.startswith(shown):  # the model call was retried: start over on a new line
             click.echo("\n[retrying]\n", nl=False)
             shown = ""
@@ -91,7 +99,7 @@ async def ask(settings: Settings, question: str, *, stream: bool = False) -> Ans
     from bot.slack.neutralise import strip_marks
     from bot.slack.render import build_answer_body
 
-    full = strip_marks(build_answer_body(answer, lang=detect_language(question)))  # a terminal, not Slack
+    full = redact_text(strip_marks(build_answer_body(answer, lang=detect_language(question))))  # a terminal, not Slack
     streamed = shown.strip()
     click.echo(full[len(streamed) :] if streamed and full.startswith(streamed) else full)
     return answer

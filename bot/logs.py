@@ -4,7 +4,8 @@ Call `setup_logging(settings)` once at start. Log with `logging.getLogger(__name
 `%s` arguments, and ids as fields: `log.info("job done", extra={"job_id": 3, "channel": "C1"})`.
 Every record passes through `RedactFilter`, which replaces any configured secret and anything
 shaped like a Slack or Anthropic token with `[redacted]` — in the message, the arguments
-and the extra fields.
+and the extra fields — and any other credential (one a teammate pasted, quoted back in an error)
+with `[redacted: kind]`, as everywhere else (`bot/redaction.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from bot.redaction import redact_text
+
 TOKEN_PATTERN = re.compile(r"(xox[abprs]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|sk-ant-[A-Za-z0-9_-]+)")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -24,13 +27,15 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class Redactor:
     """Replaces secrets in strings. One instance, shared by the log filter and error paths."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, credentials: bool = False) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self.credentials = credentials  # also every credential the docs' detector finds (log records)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "[redacted]")
-        return TOKEN_PATTERN.sub("[redacted]", text)
+        text = TOKEN_PATTERN.sub("[redacted]", text)
+        return redact_text(text) if self.credentials else text
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -42,7 +47,7 @@ class Redactor:
         return value
 
 
-redact = Redactor()
+redact = Redactor(credentials=True)
 
 
 class RedactFilter(logging.Filter):

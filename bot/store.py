@@ -15,6 +15,10 @@ Tables (see the migrations below):
 
 The retrieval index keeps its own tables in the same file (`bot/retrieval/`), under its
 own migration set: it is rebuilt and swapped independently of the conversation state.
+
+What people and the model wrote is stored with its credentials redacted (`bot/redaction.py`),
+whoever the caller: a job's text, an answer's question, text, topic and decision, gaps and
+conflicts, feedback comments. The redaction runs before a transaction opens, never under the lock.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import StoreUnavailable
+from bot.redaction import redact_text
 from bot.types import Answer, Job
 
 LEASE_SECONDS = 300.0  # a running job whose worker vanished is retried after this
@@ -351,8 +356,9 @@ class Store:
         (a duplicate, also of an earlier job in the same list)."""
         now = time.time()
         ids: list[int | None] = []
+        texts = [redact_text(job["text"]) if job["text"] else job["text"] for job in jobs]
         with self._tx() as db:
-            for job in jobs:
+            for job, text in zip(jobs, texts, strict=True):
                 meta = job.get("meta")
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO jobs (kind, channel, channel_type, ts, thread_ts, user, team, text,"
@@ -365,7 +371,7 @@ class Store:
                         job["thread_ts"],
                         job.get("user"),
                         job.get("team"),
-                        job["text"],
+                        text,
                         now,
                         job.get("event_id"),
                         json.dumps(meta) if meta else None,
@@ -495,6 +501,13 @@ class Store:
     ) -> int:
         """Store an answer with its sources and gaps in one transaction; returns its id."""
         u = answer.usage
+        question = redact_text(question)
+        text, topic, decision = (redact_text(v) if v else v for v in (answer.text, answer.topic, answer.decision))
+        notes = [
+            (kind, redact_text(d))
+            for kind, items in (("gap", answer.gaps), ("conflict", answer.conflicts))
+            for d in items
+        ]
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT INTO answers (job_id, channel, channel_type, thread_ts, message_ts, user, kind, question,"
@@ -510,9 +523,9 @@ class Store:
                     job.user if job else None,
                     answer.kind,
                     question,
-                    answer.text,
-                    answer.topic,
-                    answer.decision,
+                    text,
+                    topic,
+                    decision,
                     answer.confidence,
                     answer.model,
                     u.input_tokens,
@@ -536,12 +549,11 @@ class Store:
                     (answer_id, c.path, c.source, c.heading, c.url),
                 )
             now = time.time()
-            for kind, items in (("gap", answer.gaps), ("conflict", answer.conflicts)):
-                for description in items:
-                    db.execute(
-                        "INSERT INTO gaps (answer_id, kind, description, created_at) VALUES (?,?,?,?)",
-                        (answer_id, kind, description, now),
-                    )
+            for kind, description in notes:
+                db.execute(
+                    "INSERT INTO gaps (answer_id, kind, description, created_at) VALUES (?,?,?,?)",
+                    (answer_id, kind, description, now),
+                )
             return answer_id
 
     def answer_for_message(self, channel: str, message_ts: str) -> int | None:
@@ -603,6 +615,7 @@ class Store:
     ) -> int:
         """Store (or change) one user's feedback on one answer message; returns the feedback id."""
         answer_id = self.answer_for_message(channel, message_ts)
+        comment = redact_text(comment) if comment else comment
         with self._tx() as db:
             db.execute(
                 "INSERT INTO feedback (answer_id, channel, message_ts, user, value, comment, created_at)"

@@ -251,3 +251,28 @@ def test_both_backends_have_the_same_tables_and_columns(pg_url: str, tmp_path: P
     finally:
         lite.close()
         pg.close()
+
+
+def test_what_people_and_the_model_wrote_is_stored_with_credentials_redacted(store: Store) -> None:
+    """Whoever calls the store, on both backends: a job's text, an answer's fields, gaps, feedback."""
+    secret = "Zq7plantedStorePass41"
+    url = f"postgres://app:{secret}@db:5432/x"
+    [job_id] = store.enqueue_many(
+        [{"kind": "mention", "channel": "C1", "ts": "1.0", "thread_ts": "1.0", "text": f"DB_PASSWORD={secret} ok?"}]
+    )
+    assert job_id is not None
+    job = store.claim_job(owner="me")
+    assert job is not None and job.text == "DB_PASSWORD=[redacted: password] ok?"
+    answer = Answer(
+        kind="answer",
+        text=f"Use {url}.",
+        topic=f"DB_PASSWORD={secret}",
+        decision=f"keep {url}",
+        gaps=[f"rotation of {url}"],
+        conflicts=[f"two passwords: {url} vs DB_PASSWORD={secret}"],
+    )
+    store.record_answer(job=job, channel="C1", thread_ts="1.0", message_ts="1.5", question=job.text, answer=answer)
+    store.record_feedback(channel="C1", message_ts="1.5", user="U2", value="down", comment=f"it said {url}")
+    rows = [store.query(f"SELECT * FROM {table}") for table in ("jobs", "answers", "gaps", "feedback")]
+    assert secret not in repr(rows)
+    assert "postgres://app:[redacted: password]@db:5432/x" in repr(rows)

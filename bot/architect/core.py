@@ -66,6 +66,7 @@ from bot.config import PROMPTS_DIR, Settings
 from bot.errors import ModelError
 from bot.i18n import turns_language
 from bot.logs import Redactor
+from bot.redaction import redact_text
 from bot.types import Answer, AnswerKind, Citation, Disagreement, Hit, Turn, Usage
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class Architect:
         started = time.monotonic()
         message = await self._stream(params, on_text, usage, sent)
         cited = CitedText.from_message(message, sent)
-        text = cited.text.strip()
+        # A credential the model wrote goes no further: not into the record request, the store or Slack.
+        text = redact_text(cited.text.strip())
         if message.stop_reason == "max_tokens":
             log.warning("answer cut at ARCHBOT_MAX_TOKENS", extra={"max_tokens": self.settings.max_tokens})
         if not text:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from bot.architect.reply import TOOL_NAME, tool_schema
 from bot.errors import ConfigError
+from bot.redaction import redact_text
 from bot.tokens import close_fences, estimate_tokens
 from bot.types import Citation, Hit, Turn
 
@@ -126,8 +127,8 @@ class Prompts:
 # -- the stable prefix --------------------------------------------------------------------
 def build_system(prompts: Prompts) -> list[dict[str, Any]]:
     """System blocks; the last carries the cache mark, so tools + system form the cached prefix."""
-    if prompts.team_profile is not None:
-        profile = f"# The team you work with\n\n{prompts.team_profile.text}"
+    if prompts.team_profile is not None:  # people wrote it: a credential in it is not sent (bot/redaction.py)
+        profile = f"# The team you work with\n\n{redact_text(prompts.team_profile.text)}"
     else:
         profile = prompts.notes["no_profile"]
     return [

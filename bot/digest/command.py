@@ -13,6 +13,7 @@ from bot.digest.data import format_range
 from bot.digest.post import post_digest
 from bot.digest.render import render_markdown, render_slack_messages
 from bot.digest.summarise import build_digest
+from bot.redaction import redact_text
 from bot.store import Store
 from bot.store_async import open_store
 
@@ -98,7 +99,7 @@ async def _digest(
     started = time.monotonic()
     data = await build_digest(settings, store, slack, None, since=since, until=until)
     if not post:
-        sys.stdout.write(render_markdown(data))
+        sys.stdout.write(redact_text(render_markdown(data)))  # rows stored before redaction existed, too
         return 0
     assert slack is not None and settings.digest_channel is not None
     messages = render_slack_messages(data)

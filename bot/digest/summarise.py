@@ -17,6 +17,7 @@ from bot.config import PROMPTS_DIR
 from bot.digest.collect import collect_digest
 from bot.digest.data import MAX_ITEMS, DigestData, format_range, listing
 from bot.i18n import t
+from bot.redaction import redact_text
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -67,7 +68,7 @@ def build_summary_request(data: DigestData) -> str:
         f"{n.clarifications} clarifications asked, {n.failures} failures, "
         f"{n.thumbs_up} thumbs up, {n.thumbs_down} thumbs down.",
     ]
-    return "\n".join(lines)
+    return redact_text("\n".join(lines))  # what people wrote, read back (also from rows stored before redaction)
 
 
 async def write_summary(client: Any, settings: Settings, data: DigestData) -> str | None:

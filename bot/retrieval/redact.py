@@ -4,13 +4,17 @@ Team docs hold env templates and examples with real-looking credentials (connect
 password, `JWT_SECRET=…`, cloud keys). The indexer passes every file's text through
 `redact_secrets` before chunking, so the stored passages, and everything built on them (the model
 request, Slack, `archbot search`, `archbot ask`), show `[redacted: password]` in place of the value.
-`/arch-review <path>` redacts the same way. The context stays: the variable name, the user and the
-host of a URL, the key's BEGIN/END lines, so an answer can still say *which* setting to look up.
+`/arch-review <path>` redacts the same way, and so does everything people and the model write
+(`bot/redaction.py`: Slack text, the CLI question, the answer on its way out). The context stays: the
+variable name, the user and the host of a URL, the key's BEGIN/END lines, so an answer can still say
+*which* setting to look up.
 
 Two layers:
 - our patterns, which keep the context: URLs with a password, `KEY=value` / `key: value` /
   `"key": "value"` / `--key value` assignments whose name says password/secret/token/key,
-  `Authorization: Bearer …`, markdown table rows naming a secret, private-key blocks, JWTs;
+  `Authorization: Bearer …`, markdown table rows naming a secret, private-key blocks (also one cut
+  short), JWTs, and vendor-prefixed keys detect-secrets does not know (Anthropic `sk-ant-…`, OpenAI
+  project keys, Slack app tokens, GitHub, Google, Hugging Face);
 - the token detectors of `detect-secrets` (Yelp's scanner: AWS, GitHub, GitLab, Slack, Stripe,
   Twilio, OpenAI, PyPI, npm, SendGrid, Telegram, Discord, Azure, IBM, …), for credentials with a
   recognisable shape wherever they stand. Its entropy detectors are left out (identifiers and
@@ -34,7 +38,7 @@ from functools import cache
 from typing import Any
 
 MARK = "[redacted: {kind}]"
-VERSION = "r5"  # part of the indexer's analysis version: bump when what is redacted changes
+VERSION = "r6"  # part of the indexer's analysis version: bump when what is redacted changes
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Redaction:
 # -- what counts as a placeholder, a reference, a non-secret value ---------------------------
 _PLACEHOLDER = re.compile(
     r"""^(?:
-        <[^<>]*> | \[[^\[\]]*\] | \{[^{}]*\}           # <token>, [password], {secret}
+        [<\x02][^<>\x02\x03]*[>\x03] | \[[^\[\]]*\] | \{[^{}]*\}  # <token> (or &lt;token&gt;), [password], {secret}
       | .*(?:x{4,}|X{4,}|\*{3,}|\.{3}|…).*            # xxxx, ****, ..., …
       | (?i:.*\byour[\s_-]?.*)                         # your-password, your_api_key_here
       | (?i:.*your[A-Z_].*)                            # yourPassword, YOUR_KEY
@@ -324,7 +328,7 @@ _PRIVATE_KEY = re.compile(
     re.DOTALL,
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]+):([^\s@/'\"`<>]+)@(?=[\w\[])")
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]*):([^\s@/'\"`<>]+)@(?=[\w\[])")
 _AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)([ \t]+)([A-Za-z0-9._~+/=-]{12,})")
 _SECRET_WORD = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
 _NAME_TAIL = re.compile(r"[\w.-]*")
@@ -334,6 +338,7 @@ _OP = re.compile(r"""(["'`]?)([ \t]*)(:=|=>|==|=|:)([ \t]*)""")
 _UNQUOTED_VALUE = re.compile(r"""[^\s,;'"`|)}\]<>]+""")
 _TABLE_CELL_VALUE = re.compile(r"`([^`\n]+)`")
 _PROSE_AFTER = re.compile(r" +[A-Za-z]")
+_GENERATED = re.compile(r"(?=[^\s]*\d)(?=[^\s]*[A-Za-z])\S{6,}$")  # letters and digits: a password, not a word
 _CODE_AFTER = re.compile(r"[ \t]*(?:,|\}|\|\||&&|\?\?|\?)")
 
 
@@ -350,6 +355,56 @@ def _redact_private_keys(text: str, kinds: Counter[str]) -> str:
         return f"{m.group(1)}\n{MARK.format(kind='private key')}\n{m.group(3)}"
 
     return _PRIVATE_KEY.sub(repl, text)
+
+
+# An unterminated block (a paste cut short, an answer still streaming): its body up to the first line
+# that is not key material.
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[ \t]*\n?")
+_KEY_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]+|[A-Za-z-]+:[^\n]*)[ \t]*(?:\n|\Z)")
+
+
+def _redact_open_private_keys(text: str, kinds: Counter[str]) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _KEY_BEGIN.finditer(text):
+        if m.start() < pos or _PRIVATE_KEY.match(text, m.start()):
+            continue  # a whole block (already redacted, or a placeholder)
+        end = m.end()
+        while (line := _KEY_LINE.match(text, end)) is not None and line.end() > end:
+            end = line.end()
+        body = text[m.end() : end]
+        if not re.search(r"[A-Za-z0-9+/]{4}", body) or _is_placeholder(body.strip()):
+            continue
+        kinds["private key"] += 1
+        out += [text[pos : m.end()], MARK.format(kind="private key"), "\n" if body.endswith("\n") else ""]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# Credentials with a vendor's prefix that detect-secrets does not know (or only in older forms).
+_KEY_SHAPES = (
+    ("anthropic key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{16,}")),
+    ("openai key", re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}|\bsk-[A-Za-z0-9]{40,}\b")),
+    ("slack token", re.compile(r"\bxapp-\d-[A-Za-z0-9-]{20,}")),
+    ("github token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{30,}")),
+    ("google api key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
+    ("hugging face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")),
+)
+_KEY_PREFIXES = re.compile(r"sk-|xapp-|gh[pousr]_|github_pat_|AIza|hf_")
+
+
+def _redact_key_shapes(text: str, kinds: Counter[str]) -> str:
+    for kind, pattern in _KEY_SHAPES:
+
+        def repl(m: re.Match[str], kind: str = kind) -> str:
+            if _is_placeholder(m.group(0)):
+                return m.group(0)  # sk-ant-api03-xxxxxxxxxxxxxxxxxxxx
+            kinds[kind] += 1
+            return MARK.format(kind=kind)
+
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _redact_jwts(text: str, kinds: Counter[str]) -> str:
@@ -429,8 +484,9 @@ def _redact_assignments(text: str, kinds: Counter[str]) -> str:
                 continue  # `row['x']`, `getToken()`: an expression
             if _CODE_AFTER.match(text, ve) or not text[vs:ve].isascii():
                 continue  # `{ password: hashed, … }`, `a || null`: code; a value in another script: prose
-            if re.fullmatch(r"[A-Za-z][a-z]+", name) and _PROSE_AFTER.match(text, ve):
-                continue  # "stuff it into the token: tokens over 4 KB break…": a sentence
+            prose = re.fullmatch(r"[A-Za-z][a-z]+", name) and _PROSE_AFTER.match(text, ve)
+            if prose and not _GENERATED.match(text[vs:ve]):
+                continue  # "stuff it into the token: tokens over 4 KB break…": a sentence (not "password: Tr0ub4 pls")
             while ve > vs and text[ve - 1] in ".:":  # a sentence's full stop, a yaml key
                 ve -= 1
         value = text[vs:ve]
@@ -501,9 +557,7 @@ _LOGIN_CUE = re.compile(
     re.I,
 )
 # Default passwords written as the second half of a pair need no cue: "| Grafana | … | admin/admin123 |".
-_WEAK_PASSWORDS = frozenset(
-    ["admin123", "admin@123", "minioadmin", "123456", "12345678", "password123", "qwerty"]
-)
+_WEAK_PASSWORDS = frozenset(["admin123", "admin@123", "minioadmin", "123456", "12345678", "password123", "qwerty"])
 _PATH_TAIL = re.compile(r"\.[A-Za-z]{1,5}$")  # Login/index.tsx: a file, not a login
 _URL_THEN_PAIR = re.compile(r"://\S+[ \t]*[(（][ \t]*$")
 _PASSWORD_HEADER = re.compile(r"^(?:密码|口令|默认密码|初始密码|password|passwd|pwd)$", re.I)
@@ -674,13 +728,34 @@ def _redact_detected(text: str, kinds: Counter[str]) -> str:
 
 
 # -- the entry point ---------------------------------------------------------------------------
+# Slack escapes `&`, `<` and `>` in message text. While such text is redacted they stand in as
+# control characters, so `DB_PASSWORD=a&amp;b` is one value (`;` would end it) and `&lt;token&gt;`
+# a placeholder like `<token>`.
+_ESCAPES = (("&amp;", "\x01"), ("&lt;", "\x02"), ("&gt;", "\x03"))
+
+
 def redact_secrets(text: str) -> Redaction:
     """`text` with every credential replaced by `[redacted: kind]`, and what was replaced (by kind)."""
+    escaped = "&" in text and not any(c in text for _, c in _ESCAPES)
+    if escaped:
+        for entity, stand_in in _ESCAPES:
+            text = text.replace(entity, stand_in)
+    redaction = _redact(text)
+    if escaped:
+        for entity, stand_in in _ESCAPES:
+            redaction.text = redaction.text.replace(stand_in, entity)
+    return redaction
+
+
+def _redact(text: str) -> Redaction:
     kinds: Counter[str] = Counter()
     if "PRIVATE KEY" in text:
         text = _redact_private_keys(text, kinds)
+        text = _redact_open_private_keys(text, kinds)
     if "eyJ" in text:
         text = _redact_jwts(text, kinds)
+    if _KEY_PREFIXES.search(text):
+        text = _redact_key_shapes(text, kinds)
     if "://" in text:
         text = _redact_url_credentials(text, kinds)
     text = _redact_auth_headers(text, kinds)

@@ -5,7 +5,8 @@
   turns, prefixed with the speaker's name (resolved with `users.info`, cached in the store),
   and consecutive user turns are merged (the Messages API wants alternating roles).
 - The newest turns are kept within the budget; the question itself always survives.
-- Slack's escaping and link syntax are undone so the model reads plain text.
+- Slack's escaping and link syntax are undone so the model reads plain text, and credentials
+  anyone pasted are redacted (`bot/redaction.py`): the model, the store and the logs never see them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.redaction import redact_text
 from bot.slack.render import without_quotes
 from bot.store_async import AsyncStore
 from bot.types import Turn
@@ -63,7 +65,8 @@ def estimate_tokens(text: str) -> int:
 
 
 def clean_text(text: str, *, bot_user_id: str | None, names: dict[str, str] | None = None) -> str:
-    """Slack message text → plain text: the bot's mention removed, others named, links and escapes undone."""
+    """Slack message text → plain text: the bot's mention removed, others named, links and escapes
+    undone, credentials redacted."""
     names = names or {}
 
     def user(m: re.Match[str]) -> str:
@@ -76,7 +79,7 @@ def clean_text(text: str, *, bot_user_id: str | None, names: dict[str, str] | No
     text = _CHANNEL.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
     text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
     text = _SPECIAL.sub(lambda m: "@" + m.group(1), text)
-    return html.unescape(text).strip()
+    return redact_text(html.unescape(text).strip())
 
 
 def mentioned_users(text: str) -> set[str]:
@@ -217,7 +220,7 @@ async def build_turns(
         if is_ours:
             if text.startswith(FAILURE_PREFIX) or not text.strip():
                 continue  # our failure notices are not part of the conversation
-            raw.append(("assistant", without_quotes(text).strip()))
+            raw.append(("assistant", redact_text(without_quotes(text).strip())))  # an answer from before redaction
             continue
         mention_names = {}
         if names is not None:

@@ -6,6 +6,8 @@ Everything here acks within Slack's 3 seconds and leaves slow work to a Job:
   its submission queues the same job, the channel carried in `private_metadata`.
 - A 👍/👎 click is stored with the answer and the clicker, counted in `/metrics`, and
   acknowledged privately; a 👎 offers an optional "what was missing?" modal.
+- A proposal's text and title are redacted (`bot/redaction.py`) before they are queued: a
+  credential pasted into a review reaches neither the store, the model nor the thread.
 
 Language: what answers a text (a proposal, a click under an answer) follows that text's language;
 the empty review form, which has none, is in the language of the user's own recent questions (else
@@ -27,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import StoreUnavailable
 from bot.i18n import DEFAULT_LANG, Lang, detect_language, parse_lang, t
 from bot.proposals import short_title
+from bot.redaction import redact_text
 from bot.slack.deps import Deps
 from bot.slack.post import open_view, post_ephemeral
 from bot.slack.render import FEEDBACK_ACTION_ID
@@ -142,7 +145,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
 
     @app.command("/arch-review")
     async def on_review(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
-        text = str(command.get("text") or "").strip()
+        text = redact_text(str(command.get("text") or "").strip())  # its title is stored and shown too
         channel = str(command.get("channel_id") or "")
         lang = detect_language(text, default=deps.settings.language)
         if not text:
@@ -176,7 +179,7 @@ def register_interactions(app: AsyncApp, deps: Deps) -> None:
         values = (view.get("state") or {}).get("values") or {}
         meta = json.loads(view.get("private_metadata") or "{}")
         lang = parse_lang(meta.get("lang"), deps.settings.language)
-        title, text = compose_proposal(values, lang)
+        title, text = (redact_text(v) for v in compose_proposal(values, lang))
         errors = {}
         if not title:
             errors["title"] = t("review.error_title", lang)

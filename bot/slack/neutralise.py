@@ -24,6 +24,9 @@ helpers below add (`mention_user`, `mention_channel`, `slack_date`, `trusted_lab
 random per process and is stripped from everything sent, so neither Slack, the model nor a doc
 ever sees it, and text that does not come from the bot cannot carry it. Broadcasts and
 user-group mentions never pass, marked or not: archbot has no reason to send one.
+
+Each of the three also redacts credentials first (`bot/redaction.py`): whatever the model, a doc
+or a thread repeats, Slack shows `[redacted: kind]` in place of a password, key or token.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from __future__ import annotations
 import re
 import secrets
 from typing import Any
+
+from bot.redaction import redact_text
 
 _OPEN, _CLOSE = "\ue000", "\ue001"
 TRUST = f"{_OPEN}{secrets.token_hex(8)}{_CLOSE}"
@@ -140,6 +145,7 @@ def neutralise_mrkdwn(text: str) -> str:
     """Slack mrkdwn with only bot-marked mentions and with every link target visible."""
     if not text:
         return text
+    text = redact_text(text)
     out: list[str] = []
     pos = 0
     for m in _ANGLE.finditer(text):
@@ -314,6 +320,7 @@ def neutralise_markdown(text: str) -> str:
     """Standard markdown with no live Slack token, no hidden link target, no broadcast word."""
     if not text:
         return text
+    text = redact_text(text)
     for _ in range(4):  # nested links unwrap one level per pass
         rewritten = _rewrite_links(text)
         if rewritten == text:
@@ -356,6 +363,7 @@ def neutralise_plain(text: str) -> str:
     """Text Slack shows as is (plain_text objects, statuses): defused in case it is ever parsed."""
     if not text:
         return text
+    text = redact_text(text)
     text = _ANGLE_ACTIVE.sub(lambda m: m.group(1) + WORD_JOINER + m.group(2), strip_marks(text))
     return _defuse_broadcast_words(text)
 

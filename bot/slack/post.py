@@ -2,8 +2,8 @@
 
 Every write passes the output neutraliser (`bot/slack/neutralise.py`) here, right before it goes
 out, in the format of each field: no broadcast, mention or hidden link target reaches Slack
-unless the bot composed it. `tests/test_neutralise.py` checks that no other module calls a
-Slack write method.
+unless the bot composed it, and no credential (it is redacted there too).
+`tests/test_neutralise.py` checks that no other module calls a Slack write method.
 
 `ReplyPoster` shows one answer in one thread while it is being written:
 - `stream` mode uses Slack's chat streaming API (`chat.startStream` → `chat.appendStream` →
@@ -36,6 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import SlackPostError
 from bot.metrics import Metrics
+from bot.redaction import settled
 from bot.slack.neutralise import (
     neutralise_blocks,
     neutralise_chunks,
@@ -404,7 +405,9 @@ class ReplyPoster:
                     await asyncio.wait_for(self._closed_event.wait(), timeout=wait)
 
     async def _show_progress(self, text: str) -> None:
-        text = text[:MARKDOWN_BLOCK_LIMIT]
+        # Whole words only, and not a line where a credential may still be being written: the
+        # neutraliser redacts what it is given, so a value is never shown before all of it arrived.
+        text = settled(text[:MARKDOWN_BLOCK_LIMIT])
         if not text.strip():
             return
         if self.mode == "stream":
