@@ -64,3 +64,9 @@ def settled(text: str) -> str:
     line_start = text.rfind("\n") + 1
     ahead = _VALUE_AHEAD.search(text, line_start)
     return text[: ahead.start()] if ahead else text
+
+
+def warm_up() -> None:
+    """Load the detector now: detect-secrets' plugins take a moment the first time, which would
+    otherwise fall on the first question (its enqueue redacts the text)."""
+    redact_text("warm up: DB_PASSWORD=x1y2z3w4")

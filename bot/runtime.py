@@ -125,8 +125,10 @@ class Bot:
         auth = await self.client.auth_test()  # raises SlackApiError on a bad token
         bot = BotIdentity(user_id=str(auth["user_id"]), bot_id=auth.get("bot_id"))
 
+        from bot.redaction import warm_up
         from bot.retrieval import build_searcher
 
+        warm_up()  # the credential detector loads now, not during the first question's ack
         searcher = build_searcher(settings)
         if settings.search_workers > 0:
             from bot.retrieval.pool import PooledSearcher

@@ -391,7 +391,7 @@ _KEY_SHAPES = (
     ("google api key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
     ("hugging face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")),
 )
-_KEY_PREFIXES = re.compile(r"sk-|xapp-|gh[pousr]_|github_pat_|AIza|hf_")
+_KEY_PREFIXES = re.compile(r"\b(?:sk-|xapp-|gh[pousr]_|github_pat_|AIza|hf_)")
 
 
 def _redact_key_shapes(text: str, kinds: Counter[str]) -> str:

@@ -34,6 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.i18n import DEFAULT_LANG, Lang, detect_language, t
+from bot.redaction import redact_text
 from bot.slack.neutralise import mention_channel, mention_user, slack_date
 from bot.slack.post import publish_view
 from bot.slack.render import escape_mrkdwn
@@ -94,7 +95,9 @@ def _int(info: dict[str, Any], *names: str) -> int | None:
 
 
 def _clean_question(text: str) -> str:
-    text = " ".join(_MENTION.sub("", text).split())
+    # Redacted before it is shortened: a value cut by "…" would pass for a placeholder (a row stored
+    # before the store redacted what it keeps).
+    text = redact_text(" ".join(_MENTION.sub("", text).split()))
     if len(text) > QUESTION_CHARS:
         text = text[: QUESTION_CHARS - 1].rstrip() + "…"
     return text
