@@ -19,6 +19,10 @@ child scores the old fact/identifier set (bench/questions.yaml: recall@5, MRR@10
 files, and recall@5 of its `cross-language` kind) on the same index, and times a full index, an
 unchanged re-index and every search (p50/p95).
 
+A `canned` run always goes beside `plain`: the rewrite on, with the fake model replying to the
+rewrite request with a canned answer (`CANNED_REPLY`) instead of keyword lines, as a test double or
+a model ignoring the prompt would; it must not send worse passages than `plain`.
+
 `--rewrite-file` (YAML `rewrites: {id: text}`) adds a run with the model query rewrite on: the
 fake model answers the rewrite request with that hand-written text (a stand-in for a real
 model), and the wall time to the first streamed words is reported with and without it, with the
@@ -32,6 +36,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,6 +56,14 @@ DESIGN = Path(__file__).resolve().parent / "design_questions.yaml"
 FACTS = Path(__file__).resolve().parent / "questions.yaml"
 DEFAULT_BASELINE = "c6cb4f4"  # main when issue #10 started
 SHORT_PASSAGE = 250
+# The `canned` run: rewrite on, and the model answers the rewrite request with this instead of the
+# keyword lines asked for, as a test double or a model ignoring its prompt would.
+CANNED_REPLY = (
+    "## Recommendation\nStart with the simplest design that meets the need: keep the service boundaries you\n"
+    "have, put a queue between producers and consumers, and measure latency before optimising.\n\n"
+    "**Trade-offs**: more moving parts versus resilience; plan for failure, retries and idempotency.\n"
+    "- Observability: metrics, logs and traces for every service.\n- Next: write an ADR and review it."
+)
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
@@ -120,16 +133,25 @@ def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: 
 
         fake = loop.run(make())
 
+        mode = {"rewrite": "file"}
+
         def respond(body: dict[str, Any]) -> Any:
             if not body.get("stream") and "rewrite a question" in json.dumps(body.get("system", "")):
+                if mode["rewrite"] == "canned":  # a model (or test double) that ignores the prompt
+                    return Reply(text=CANNED_REPLY, delay_first_token=rewrite_latency)
                 question = body["messages"][-1]["content"]
                 question = question if isinstance(question, str) else question[0]["text"]
                 return Reply(text=rewrites.get(question, ""), delay_first_token=rewrite_latency)
             return default_reply(body)
 
         fake.default_reply = respond
-        runs = {"plain": False, "rewrite": True} if rewrites else {"plain": False}
+        runs = {"plain": False, "canned": True}
+        if rewrites:
+            runs["rewrite"] = True
         for name, rewrite in runs.items():
+            mode["rewrite"] = "canned" if name == "canned" else "file"
+            with sqlite3.connect(db) as conn:  # each run starts with no cached rewrites
+                conn.execute("DELETE FROM ix_rewrites")
             settings = Settings(
                 db_path=db,
                 anthropic_api_key=DEFAULT_API_KEY,
@@ -266,7 +288,7 @@ def main() -> int:
             f"index {res['index_seconds']:.1f} s, unchanged re-index {res['reindex_seconds']:.2f} s, "
             f"search p50 {statistics.median(res['search_ms']):.1f} ms p95 {pct(res['search_ms'], 0.95):.1f} ms"
         )
-        runs = ["plain"] + (["rewrite"] if "rewrite" in res else [])
+        runs = ["plain"] + [r for r in ("canned", "rewrite") if r in res]
         for run in runs:
             design_table(f"design questions, {run}", res[run], args.split)
         print("\nfact / identifier set (bench/questions.yaml)")

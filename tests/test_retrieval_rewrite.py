@@ -16,6 +16,7 @@ import pytest
 from bot.config import Settings
 from bot.retrieval import ModelRewriter, Searcher, build_searcher, index_sources
 from bot.retrieval.rewrite import PROMPT_VERSION, normalise
+from bot.retrieval.search import analyse, on_topic
 from bot.types import Hit
 from tests.conftest import bot_settings, running_bot
 from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropic, Reply, default_reply, search_results
@@ -125,7 +126,9 @@ async def test_empty_rewrite_is_cached_and_adds_nothing(settings: Settings, mode
 
 
 async def test_reply_cut_short_is_used_but_not_cached(settings: Settings, model: FakeAnthropic) -> None:
-    model.script(Reply(text="缓存穿透", stop_reason="max_tokens"), Reply(text=REWRITE))
+    model.script(
+        Reply(text="cache penetration, nonexistent ids\n缓存穿透", stop_reason="max_tokens"), Reply(text=REWRITE)
+    )
     searcher = build_searcher(settings)
     try:
         assert (await team_paths(searcher, QUESTION))[0][0] == "zh/cache.md"
@@ -216,3 +219,46 @@ async def test_a_mention_asks_for_its_rewrite_once_and_answers_with_it(
     assert [r.body["messages"] for r in rewrites] == [[{"role": "user", "content": QUESTION}]]
     [answer] = [r for r in model.message_requests if r.stream]
     assert "zh/cache.md" in [b["source"] for b in search_results(answer.body)]
+
+
+# What a model (or a test double) may send back instead of the keyword lines asked for.
+CANNED_ANSWER = (
+    "## Recommendation\nStart with the simplest design that meets the need, measure, then add a queue.\n\n"
+    "**Trade-offs**: more moving parts versus resilience.\n- Observability: metrics, logs and traces."
+)
+OFF_TOPIC = "order payment refund flow, invoices\n订单 支付 退款 发票\nOrderService"
+
+
+@pytest.mark.parametrize("reply", [CANNED_ANSWER, OFF_TOPIC], ids=["canned-answer", "off-topic"])
+async def test_a_reply_that_is_not_a_rewrite_of_the_question_is_not_searched(
+    settings: Settings, model: FakeAnthropic, reply: str
+) -> None:
+    # Searched with the question, such text pulled the passages away from it (on the corpus, a
+    # canned answer as the rewrite: design must-cite 0.78 -> 0.54). The search is the plain one.
+    model.script(Reply(text=reply), Reply(text=reply))
+    searcher = build_searcher(settings)
+    plain = Searcher(settings.db_path)
+    try:
+        question = "缓存过期时间是多少"
+        assert await team_paths(searcher, question) == await team_paths(plain, question)
+        assert len(model.message_requests) == 1
+        conn = searcher._conn()
+        assert conn is not None
+        cached = [r[0] for r in conn.execute("SELECT value FROM ix_rewrites")]
+        # English prose with no Chinese line is not the shape asked for: cached as nothing, never asked
+        # again; a bilingual reply about something else is kept but judged against each search.
+        assert cached == ([""] if reply == CANNED_ANSWER else [OFF_TOPIC])
+        assert await team_paths(searcher, question) == await team_paths(plain, question)
+        assert len(model.message_requests) == 1
+    finally:
+        searcher.close()
+        plain.close()
+
+
+def test_on_topic_weighs_the_question_concepts_a_rewrite_restates() -> None:
+    concepts = analyse("how long do cached profiles live before they expire?")
+    for c in concepts:
+        c.weight = 1.0
+    assert on_topic(concepts, "cache expiry TTL of user profiles\n缓存 过期时间 用户资料\n")
+    assert on_topic(concepts, "用户资料 缓存 过期\nprofile cache ttl")  # translations count too
+    assert not on_topic(concepts, OFF_TOPIC)

@@ -36,13 +36,14 @@ if TYPE_CHECKING:  # the SDK is imported only when a rewriter is built: `archbot
 
 log = logging.getLogger(__name__)
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 TIMEOUT_SECONDS = 8.0
 CONNECT_SECONDS = 3.0
 MAX_RETRIES = 1
 COOLDOWN_SECONDS = 60.0
 MAX_TOKENS = 1024  # room for a thinking-by-default model's reasoning before the few lines we want
 MAX_REWRITE_CHARS = 600
+MAX_LINES = 3
 MAX_QUERY_CHARS = 2000
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 _NUMBERING = re.compile(r"^(?:\d[.)]|[-*•])\s+")  # "1. ", "- ": list marks a model may add anyway
@@ -56,6 +57,15 @@ Reply with exactly three short lines and nothing else:
 3. identifiers and technical terms the answer likely contains (service, queue, table, \
 variable or error names), as written in code; leave the line empty when there are none.
 Do not answer the question. Do not add explanations, numbering or quotes."""
+
+
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def bilingual(text: str) -> bool:
+    """Whether a reply has the shape asked for: English keywords and Chinese ones."""
+    return bool(_LATIN_WORD.search(text)) and bool(_CJK.search(text))
 
 
 class Rewriter(Protocol):
@@ -160,7 +170,15 @@ class ModelRewriter:
         )
         text = "\n".join(block.text for block in message.content if block.type == "text")
         lines = [_NUMBERING.sub("", line.strip()) for line in text.splitlines()]
-        return "\n".join(line for line in lines if line)[:MAX_REWRITE_CHARS], message.stop_reason == "end_turn"
+        # The three lines asked for, no more: a reply that goes on (an answer, a canned text) adds
+        # nothing but noise to the search beyond them (search.on_topic judges the rest).
+        kept = "\n".join([line for line in lines if line][:MAX_LINES])[:MAX_REWRITE_CHARS]
+        if kept and not bilingual(kept):
+            # Not the keyword lines asked for (an answer to the question, a canned reply): searching
+            # with it would send the model worse passages than the question alone. Cached as nothing.
+            log.info("query rewrite ignored: not English and Chinese keyword lines")
+            kept = ""
+        return kept, message.stop_reason == "end_turn"
 
     def close(self) -> None:
         self.client.close()

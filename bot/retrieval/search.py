@@ -48,6 +48,7 @@ from bot.retrieval.text import (
     split_identifier,
     stopwords,
 )
+from bot.retrieval.text import terms as text_terms
 from bot.types import Hit
 
 CANDIDATES = 300  # FTS rows re-scored per query
@@ -64,6 +65,7 @@ SNIPPET_CHARS = 240
 MAX_ASSEMBLY_DOCS = 40  # ranked documents handed to assembly
 DUPLICATE_WINDOW = 60  # passages compared for near-duplicates when assembling (the best ones)
 PASSAGE_TOKENS = 8000  # default context budget (ARCHBOT_PASSAGE_TOKENS)
+REWRITE_MIN_SHARE = 0.2  # of the question's concepts a rewrite must restate to be used (see `on_topic`)
 REWRITE_WAIT = 1.2  # seconds a search waits for the model rewrite beside it (ARCHBOT_REWRITE_WAIT)
 # Document-level score: a file whose several sections match beats one lucky chunk.
 SECOND_SECTION = 0.35
@@ -222,6 +224,48 @@ def analyse(query: str) -> list[Concept]:
         else:
             merged[concept.label] = concept
     return list(merged.values())
+
+
+def on_topic(concepts: list[Concept], rewrite: str) -> bool:
+    """Whether a model rewrite is about the question: it must carry at least `REWRITE_MIN_SHARE` of
+    the question's concepts (IDF-weighted, in either language: the glossary's renderings count).
+
+    A real rewrite restates the topic (bench/design_rewrites.yaml, tune half: 0.39–1.0; a colloquial
+    question's paraphrase, 0.35); a reply about something else carries next to none. Searching with
+    an unrelated text sent the model far worse passages (a canned answer as the rewrite: tune
+    must-cite 0.78 → 0.54). rewrite.py already drops replies that are not keyword lines in both
+    languages; this catches the rest."""
+    if not concepts:
+        return True
+    present = set(text_terms(rewrite))
+    for concept in analyse(rewrite):
+        present.update(concept.terms())
+    total = sum(c.weight for c in concepts) or 1.0
+    return sum(c.weight for c in concepts if c.matched(present)) / total >= REWRITE_MIN_SHARE
+
+
+def _document_frequencies(conn: sqlite3.Connection, terms: list[str]) -> dict[str, int]:
+    """How many chunks hold each term (terms absent from the index are left out)."""
+    if not terms:
+        return {}
+    marks = ",".join("?" * len(terms))
+    return dict(conn.execute(f"SELECT term, doc FROM ix_vocab WHERE term IN ({marks})", terms).fetchall())
+
+
+def _weighted(concepts: list[Concept], df: dict[str, int], total: int) -> list[Concept]:
+    """The concepts some alternative of which is in the index, each weighted by its best alternative's IDF."""
+
+    def idf(term: str) -> float:
+        n = df.get(term, 0)
+        return math.log(1 + (total - n + 0.5) / (n + 0.5))
+
+    live: list[Concept] = []
+    for concept in concepts:
+        weights = [max(idf(t) for t in alt) for alt in concept.alternatives if all(t in df for t in alt)]
+        if weights:
+            concept.weight = max(weights)
+            live.append(concept)
+    return live
 
 
 def _fts_query(terms: list[str]) -> str:
@@ -394,6 +438,9 @@ class Searcher:
             pending = self.rewrites.take(query)
             plain = None if pending.done() else self._rank(conn, query, total)  # here already: rank once
             extra = pending.result()
+            if extra and not on_topic(plain.concepts if plain is not None else self._weigh(conn, query, total), extra):
+                log.info("query rewrite ignored: it is not about the question")
+                extra = None
             # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
             # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
             # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
@@ -428,6 +475,12 @@ class Searcher:
             )
         ]
 
+    def _weigh(self, conn: sqlite3.Connection, query: str, total: int) -> list[Concept]:
+        """The question's concepts found in the index, weighted by IDF (as `_rank` weighs them)."""
+        concepts = analyse(query)
+        terms = list(dict.fromkeys(t for c in concepts for t in c.terms()))[:MAX_TERMS]
+        return _weighted(concepts, _document_frequencies(conn, terms), total)
+
     def _rank(self, conn: sqlite3.Connection, query: str, total: int) -> _Ranked | None:
         """Candidates for one query scored as chunks and as documents."""
         concepts = analyse(query)
@@ -445,19 +498,8 @@ class Searcher:
                 if t not in all_terms:
                     all_terms.append(t)
         all_terms = all_terms[:MAX_TERMS]
-        placeholders = ",".join("?" * len(all_terms))
-        df = dict(conn.execute(f"SELECT term, doc FROM ix_vocab WHERE term IN ({placeholders})", all_terms).fetchall())
-
-        def idf(term: str) -> float:
-            n = df.get(term, 0)
-            return math.log(1 + (total - n + 0.5) / (n + 0.5))
-
-        live: list[Concept] = []
-        for concept in concepts:
-            weights = [max(idf(t) for t in alt) for alt in concept.alternatives if all(t in df for t in alt)]
-            if weights:
-                concept.weight = max(weights)
-                live.append(concept)
+        df = _document_frequencies(conn, all_terms)
+        live = _weighted(concepts, df, total)
         if not live:
             return None
         terms = [t for t in all_terms if t in df]
