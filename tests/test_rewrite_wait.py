@@ -208,7 +208,7 @@ def test_the_search_takes_the_early_rewrite(tmp_path: Path) -> None:
     (docs / "cache.md").write_text("# 缓存策略\n\n## 缓存穿透\n\n不存在的用户 ID 也要缓存空值。\n", encoding="utf-8")
     settings = Settings(db_path=tmp_path / "archbot.db", docs=[docs])
     index_sources(settings)
-    rewriter = HeldRewriter(value="缓存穿透 空值")
+    rewriter = HeldRewriter(value="people asking for ids that never existed\n缓存穿透 空值")
     plain = Searcher(settings.db_path)
     assert "cache.md" not in [h.path for h in plain.search("people keep asking for ids that never existed", k=3)]
     plain.close()
