@@ -31,11 +31,14 @@ _PARAGRAPH = "\n\n"
 # then its operator (`DB_PASSWORD=`, `password: "`, `--token '`), or nothing yet (the name is the
 # last word so far), or a label in Chinese (密码：).
 _VALUE_AHEAD = re.compile(
-    r"""[\w.-]*(?:pass|pwd|secret|token|key|credential)[\w.-]*"""
+    r"""[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|credential)[A-Za-z0-9_.-]*"""
     r"""(?:["'`]?[ \t]*(?::=|=>|=|:)|[ \t]+["'`]|["'`]?[ \t]*\Z)"""
     r"""|密码|口令|密钥|令牌""",
     re.IGNORECASE,
 )
+
+
+_LAST_WORD = re.compile(r"[!-~]+\Z")  # printable ASCII without spaces, at the end: may still grow
 
 
 @lru_cache(maxsize=2048)
@@ -57,8 +60,9 @@ def settled(text: str) -> str:
     and on the unfinished last line nothing from where a credential may be being written. What is
     shown of it, redacted, is what the finished text will show there, so no part of a value is
     ever visible before the detector can see all of it."""
-    if not text.endswith((" ", "\t", "\n")):
-        text = text[: max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1]  # the last word is not finished
+    unfinished = _LAST_WORD.search(text)  # a value is ASCII: Chinese text without spaces still shows
+    if unfinished is not None:
+        text = text[: unfinished.start()]
     if not text or text.endswith("\n"):
         return text
     line_start = text.rfind("\n") + 1

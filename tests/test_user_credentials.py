@@ -253,7 +253,15 @@ async def _started(fake: FakeAnthropic) -> FakeAnthropic:
 
 
 # -- streaming: a credential split across chunks ----------------------------------------------------
-@pytest.mark.parametrize("text", [ECHO, PASTE, f"Set it with\n\n```\nexport DB_PASSWORD='{DB_PASSWORD} x'\n```\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        ECHO,
+        PASTE,
+        f"Set it with\n\n```\nexport DB_PASSWORD='{DB_PASSWORD} x'\n```\n",
+        f"配置里写着DB_PASSWORD={DB_PASSWORD}，请尽快轮换。\n\n连接串postgres://app:{URL_PASSWORD}@db/x，密码：{DB_PASSWORD}。",
+    ],
+)
 def test_no_prefix_of_a_streaming_answer_shows_part_of_a_credential(text: str) -> None:
     final = neutralise_markdown(text)
     assert not leaks(final)

@@ -14,7 +14,8 @@ Two layers:
   `"key": "value"` / `--key value` assignments whose name says password/secret/token/key,
   `Authorization: Bearer …`, markdown table rows naming a secret, private-key blocks (also one cut
   short), JWTs, and vendor-prefixed keys detect-secrets does not know (Anthropic `sk-ant-…`, OpenAI
-  project keys, Slack app tokens, GitHub, Google, Hugging Face);
+  project keys, Slack app tokens, GitHub, Google, Hugging Face). Names and values are ASCII, so
+  Chinese written up against them (`配置里写着DB_PASSWORD=x，请…`) neither hides nor extends them;
 - the token detectors of `detect-secrets` (Yelp's scanner: AWS, GitHub, GitLab, Slack, Stripe,
   Twilio, OpenAI, PyPI, npm, SendGrid, Telegram, Discord, Azure, IBM, …), for credentials with a
   recognisable shape wherever they stand. Its entropy detectors are left out (identifiers and
@@ -328,14 +329,14 @@ _PRIVATE_KEY = re.compile(
     re.DOTALL,
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]*):([^\s@/'\"`<>]+)@(?=[\w\[])")
+_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s:/@'\"`<>\[\]]*):([^\s@/'\"`<>]+)@(?=[\w\[])")
 _AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)([ \t]+)([A-Za-z0-9._~+/=-]{12,})")
 _SECRET_WORD = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
-_NAME_TAIL = re.compile(r"[\w.-]*")
-_NAME_HEAD = re.compile(r"[\w.-]*\Z")
+_NAME_TAIL = re.compile(r"[A-Za-z0-9_.-]*")  # ASCII: "配置里写着DB_PASSWORD=x" names DB_PASSWORD
+_NAME_HEAD = re.compile(r"[A-Za-z0-9_.-]*\Z")
 _OP_AHEAD = re.compile(r"""["'`]?[ \t]*(?::=|=>|=|:)|[ ]""")
 _OP = re.compile(r"""(["'`]?)([ \t]*)(:=|=>|==|=|:)([ \t]*)""")
-_UNQUOTED_VALUE = re.compile(r"""[^\s,;'"`|)}\]<>]+""")
+_UNQUOTED_VALUE = re.compile(r"""[^\s,;'"`|)}\]<>\u3000-\u9fff\uff00-\uffef]+""")  # Chinese text ends a value
 _TABLE_CELL_VALUE = re.compile(r"`([^`\n]+)`")
 _PROSE_AFTER = re.compile(r" +[A-Za-z]")
 _GENERATED = re.compile(r"(?=[^\s]*\d)(?=[^\s]*[A-Za-z])\S{6,}$")  # letters and digits: a password, not a word
@@ -545,7 +546,7 @@ def _redact_table_rows(text: str, kinds: Counter[str]) -> str:
 
 # -- credentials written for people: `-u user:pass`, "user/pass", 密码: x, a password column ----
 _CLI_USER = re.compile(r"(?<![\w-])(-u|--user)([ =])([^\s:'\"`/]+):([^\s'\"`]+)")
-_CJK_LABEL = re.compile(r"(密码|口令|密钥|令牌)(\**[ \t]*[:：][ \t]*`?)([^\s,，;；)）|`'\"]+)")
+_CJK_LABEL = re.compile(r"(密码|口令|密钥|令牌)(\**[ \t]*[:：][ \t]*`?)([^\s,，;；)）|`'\"。：、（【】「」！？]+)")
 _ESCAPED_JSON = re.compile(r'\\"([A-Za-z_][\w-]*)(\\"[ \t]*:[ \t]*\\")([^"\\\s]+)\\"')
 # A login written as a pair: "admin/admin123", "(minioadmin/minioadmin)", "admin / admin123".
 _PAIR = re.compile(
