@@ -1,6 +1,6 @@
 """archbot beside a plain Bolt template bot, on the same fakes, in the same run: a burst of mentions.
 
-    python bench/vs_template.py [--n 40] [--model-latency 2.0] [--rate-limit 10] [--repeat 1]
+    python bench/vs_template.py [--n 40] [--model-latency 2.0] [--rate-limit 10] [--repeat 1] [--only plain|429]
 
 Both bots run as real processes over HTTP (signed Events API POSTs); the fake Slack and the fake
 model run in this one. `bench/template_bot.py` is the baseline: ack, call the model, stream, no
@@ -179,13 +179,17 @@ async def main() -> None:
     parser.add_argument("--rate-limit", type=int, default=10, help="the 429 scenario: requests allowed in flight")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--search-workers", type=int, default=None, help="archbot's ARCHBOT_SEARCH_WORKERS")
+    parser.add_argument("--only", choices=("plain", "429"), help="run one scenario only")
     args = parser.parse_args()
     print(f"{args.n} mentions at once, model {args.model_latency:g} s to first token\n")
     print(
         f"{'scenario':<8} {'bot':<8} {'ack p50':>8} {'ack p99':>8} {'1st p50':>8} {'1st p99':>8} {'1st last':>8}"
         f" {'ok':>4} {'fail':>4} {'lost':>4} {'429s':>5}"
     )
-    for scenario, limit in (("plain", None), (f"429>{args.rate_limit}", args.rate_limit)):
+    scenarios = [("plain", None), (f"429>{args.rate_limit}", args.rate_limit)]
+    if args.only:
+        scenarios = scenarios[:1] if args.only == "plain" else scenarios[1:]
+    for scenario, limit in scenarios:
         for _ in range(args.repeat):
             results = {}
             for kind in ("template", "archbot"):

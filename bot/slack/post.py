@@ -56,6 +56,7 @@ _TS = re.compile(r"\d+\.\d+")  # a message timestamp, e.g. 1700000000.000100
 StreamMode = Literal["auto", "stream", "update"]
 TaskStatus = Literal["pending", "in_progress", "complete", "error"]  # a task_update chunk's status
 TASK_TEXT = 256  # a task's title / output, at most
+STEP_INTERVAL = 0.5  # seconds between two step calls on an open stream, at least
 FIRST_WORDS_WAIT = 1.0  # seconds the model side waits for the first words to be shown (see update)
 _STREAM_REFUSALS = {
     "message_not_in_streaming_state",
@@ -276,6 +277,7 @@ class ReplyPoster:
         self._steps = True  # show the work's steps in the stream (task_update chunks) while it can
         self._step_chunks: list[dict[str, str]] = []  # steps handed over, not sent yet
         self._step_sender: asyncio.Task[None] | None = None
+        self._last_step_at: float | None = None
 
     # -- the steps of the work (streaming only) ----------------------------------------------
     async def step(self, task_id: str, title: str, status: TaskStatus, *, output: str | None = None) -> None:
@@ -296,8 +298,16 @@ class ReplyPoster:
             self._step_sender = asyncio.create_task(self._send_steps(), name=f"steps-{self.channel}-{self.thread_ts}")
 
     async def _send_steps(self) -> None:
-        async with self._lock:
-            await self._flush_steps()
+        while self._step_chunks:
+            # Once the stream is open, one step call every STEP_INTERVAL at most: the steps that come
+            # meanwhile share it (fewer Slack calls while the answer is being prepared).
+            if self.ts is not None and self._last_step_at is not None:
+                pause = STEP_INTERVAL - (time.monotonic() - self._last_step_at)
+                if pause > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closed_event.wait(), timeout=pause)
+            async with self._lock:
+                await self._flush_steps(one_call=True)
 
     async def settle(self) -> None:
         """Wait until the steps handed over so far are out (or given up): after it, `ts` names the
@@ -307,8 +317,9 @@ class ReplyPoster:
             with contextlib.suppress(Exception):
                 await asyncio.shield(sender)
 
-    async def _flush_steps(self) -> None:
-        """Send the pending steps (the lock is held): the first opens the stream, the rest are appended together."""
+    async def _flush_steps(self, *, one_call: bool = False) -> None:
+        """Send the pending steps (the lock is held): the first opens the stream, the rest are appended
+        together (`one_call`: only the first of those two calls)."""
         while self._step_chunks:
             if self.mode != "stream" or not self._steps:
                 self._step_chunks.clear()
@@ -340,6 +351,7 @@ class ReplyPoster:
                     await self.client.chat_appendStream(
                         channel=self.channel, ts=self.ts, chunks=neutralise_chunks(chunks)
                     )
+                self._last_step_at = time.monotonic()
             except Exception as exc:  # cosmetic: a refusal or a network error only ends the steps
                 if isinstance(exc, SlackApiError):
                     code = _error_code(exc)
@@ -352,6 +364,8 @@ class ReplyPoster:
                 self._step_chunks.clear()
                 if self.ts is None and self.allow_fallback:
                     self.mode = "update"  # the text will not stream here either
+            if one_call:
+                return
 
     def _recipients(self) -> dict[str, str]:
         if self.recipient_user_id and self.recipient_team_id:
