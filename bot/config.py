@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         "immediate). Within it the wait follows the recent rewrites' round trips: about as long as they took to "
         "arrive, and none while most of them took longer than this.",
     )
+    dense: bool = Field(
+        True,
+        validation_alias=_alias("ARCHBOT_DENSE"),
+        description="With the `dense` extra installed (`pip install 'archbot[dense]'`): embed each doc's outline in "
+        "the background after indexing and blend that multilingual similarity into the ranking. false: lexical only.",
+    )
     slack_retry_seconds: float = Field(
         60.0,
         gt=0,

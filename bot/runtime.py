@@ -81,10 +81,25 @@ async def _reindex_loop(settings: Settings, stop: asyncio.Event) -> None:
             log.info("index refreshed", extra={"report": str(report)})
         except Exception:
             log.exception("indexing failed; answering from the previous index")
+        await _embed_outlines(settings)
         if settings.reindex_minutes <= 0:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.reindex_minutes * 60)
+
+
+async def _embed_outlines(settings: Settings) -> None:
+    """After an index run: embed the outlines that have no vector yet (dense.py; with the `dense` extra)."""
+    if not settings.dense:
+        return
+    from bot.retrieval.dense import available, embed_missing
+
+    if not available():
+        return
+    try:
+        await in_daemon_thread(lambda: embed_missing(settings.db_path))
+    except Exception:
+        log.exception("embedding failed; documents without a vector are ranked lexically")
 
 
 class Bot:

@@ -29,6 +29,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     for name in list(os.environ):
         if name.startswith(("SLACK_", "ANTHROPIC_", "ARCHBOT_")):
             monkeypatch.delenv(name, raising=False)
+    # Dense ranking (the optional `dense` extra) would embed each test's docs in the background:
+    # tests that mean to use it build a DenseRanker themselves (tests/test_dense.py).
+    monkeypatch.setenv("ARCHBOT_DENSE", "false")
     monkeypatch.chdir(tmp_path)
     yield
 

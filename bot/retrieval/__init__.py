@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 
 if TYPE_CHECKING:
+    from bot.retrieval.dense import DenseRanker
     from bot.retrieval.index import IndexReport, index_sources
     from bot.retrieval.rewrite import ModelRewriter, Rewriter, build_rewriter
     from bot.retrieval.search import DocTitle, Searcher
@@ -45,7 +46,8 @@ def __getattr__(name: str) -> Any:
 
 def build_searcher(settings: Settings) -> Searcher:
     """A `Searcher` over settings.db_path; with ANTHROPIC_API_KEY set it also ranks a model rewrite
-    of each question into both languages (cached; any failure falls back to plain search)."""
+    of each question into both languages (cached; any failure falls back to plain search), and with
+    the `dense` extra installed the outlines' embeddings (see `build_dense`)."""
     from bot.retrieval.search import Searcher
 
     rewriter = None
@@ -59,7 +61,22 @@ def build_searcher(settings: Settings) -> Searcher:
         rewriter=rewriter,
         passage_tokens=settings.passage_tokens,
         rewrite_wait=settings.rewrite_wait,
+        dense=build_dense(settings),
     )
+
+
+def build_dense(settings: Settings) -> DenseRanker | None:
+    """The dense side of ranking (dense.py) when ARCHBOT_DENSE is on and the `dense` extra is
+    installed, warming up (model and vectors) in the background; else None."""
+    if not settings.dense:
+        return None
+    from bot.retrieval.dense import DenseRanker, available
+
+    if not available():
+        return None
+    ranker = DenseRanker(settings.db_path)
+    ranker.warm()
+    return ranker
 
 
 __all__ = [
@@ -68,6 +85,7 @@ __all__ = [
     "ModelRewriter",
     "Rewriter",
     "Searcher",
+    "build_dense",
     "build_rewriter",
     "build_searcher",
     "index_sources",

@@ -38,6 +38,11 @@ def index_command(settings: Settings, paths: list[Path], *, quiet: bool, replace
         return 1
     if not quiet:
         click.echo(report.summary())
+    if settings.dense:
+        from bot.retrieval.dense import spawn_embedder
+
+        if spawn_embedder(settings.db_path) is not None and not quiet:
+            click.echo("embedding document outlines in the background (dense ranking)", err=True)
     return 0
 
 

@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 _worker: Searcher | None = None
 
 
-def _start_worker(db_path: str, docs_url: str | None, passage_tokens: int = 8000) -> None:
+def _start_worker(db_path: str, docs_url: str | None, passage_tokens: int = 8000, dense: bool = False) -> None:
     global _worker
-    _worker = Searcher(Path(db_path), docs_url=docs_url, passage_tokens=passage_tokens)
+    ranker = None
+    if dense:
+        from bot.retrieval.dense import DenseRanker
+
+        ranker = DenseRanker(Path(db_path))
+        ranker.warm()
+    _worker = Searcher(Path(db_path), docs_url=docs_url, passage_tokens=passage_tokens, dense=ranker)
 
 
 def _search_in_worker(query: str, k: int) -> list[Hit]:
@@ -50,7 +56,7 @@ class PooledSearcher:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(str(searcher.db_path), searcher.docs_url, searcher.passage_tokens),
+            initargs=(str(searcher.db_path), searcher.docs_url, searcher.passage_tokens, searcher.dense is not None),
         )
         for _ in range(workers):  # start the workers now, not on the first question
             self._pool.submit(_search_in_worker, "", 1)

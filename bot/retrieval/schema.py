@@ -8,6 +8,7 @@
   character: our analyser has already segmented Chinese and joined identifiers with `_`,
   so unicode61 only has to split on the spaces we put there. rowid = `ix_chunks.id`.
 - `ix_rewrites`: cached model rewrites of questions (optional feature).
+- `ix_vectors` (m004): dense vectors of document outlines by content hash (optional: dense.py).
 - `ix_files.status`, `.doc_date`, `.date_source` (m002): provenance shown to the model with each
   passage (see provenance.py).
 
@@ -82,6 +83,13 @@ def m003_docs_fts(db: Database) -> None:
         "title, headings, path, "
         "tokenize = \"unicode61 remove_diacritics 2 tokenchars '_'\")"
     )
+
+
+@migrations()
+def m004_vectors(db: Database) -> None:
+    """Dense vectors (optional, dense.py): one float32 vector per embedded text, keyed by a hash of
+    the model and the text, so unchanged documents keep theirs through re-indexing."""
+    db.execute("CREATE TABLE ix_vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
 
 def migrate(db: Database) -> None:

@@ -31,7 +31,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from bot.retrieval import assemble as assembly
 from bot.retrieval.entities import Entity, discover, recognise
@@ -50,6 +50,9 @@ from bot.retrieval.text import (
 )
 from bot.retrieval.text import terms as text_terms
 from bot.types import Hit
+
+if TYPE_CHECKING:
+    from bot.retrieval.dense import DenseRanker
 
 CANDIDATES = 300  # FTS rows re-scored per query
 WIDE_CANDIDATES = 4000  # matching chunks ranked by BM25 (ids only) to find the chosen documents' best
@@ -302,6 +305,7 @@ class Searcher:
         rewriter: Rewriter | None = None,
         passage_tokens: int = PASSAGE_TOKENS,
         rewrite_wait: float = REWRITE_WAIT,
+        dense: DenseRanker | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.docs_url = docs_url
@@ -309,6 +313,7 @@ class Searcher:
         self.passage_tokens = passage_tokens
         self.rewrite_wait = rewrite_wait
         self.rewrites = Rewrites(rewriter, rewrite_wait) if rewriter is not None else None
+        self.dense = dense  # optional: document outlines' embeddings blended into document scores (dense.py)
         self._local = threading.local()
         self._entity_lock = threading.Lock()
         self._entity_cache: tuple[object, list[Entity]] | None = None
@@ -413,14 +418,14 @@ class Searcher:
         budget = self.passage_tokens if budget_tokens is None else budget_tokens
         if budget <= 0 or not query.strip():
             return []
-        ranked = self._ranked(query)
+        ranked = self._ranked(query, dense=True)
         if ranked is None:
             return []
         conn = self._conn()
         assert conn is not None
         return self._passages(conn, ranked, budget)
 
-    def _ranked(self, query: str) -> _Ranked | None:
+    def _ranked(self, query: str, *, dense: bool = False) -> _Ranked | None:
         conn = self._conn()
         if conn is None:
             return None
@@ -429,14 +434,14 @@ class Searcher:
             if not total:
                 return None
             if self.rewrites is None:
-                return self._rank(conn, query, total)
+                return self._rank(conn, query, total, dense=dense)
             # The model rewrite runs beside the lexical search, not before it (started even earlier by
             # `start_rewrite` when the caller knows the question ahead): the question is ranked while
             # the rewrite is on its way, and the rewrite is used if it arrives within what is worth
             # waiting for (rewrite_wait.py; a cached one always is). A late one still lands in the
             # cache for the thread's follow-ups and repeats; this answer goes on without it.
             pending = self.rewrites.take(query)
-            plain = None if pending.done() else self._rank(conn, query, total)  # here already: rank once
+            plain = None if pending.done() else self._rank(conn, query, total, dense=dense)  # here: rank once
             extra = pending.result()
             if extra and not on_topic(plain.concepts if plain is not None else self._weigh(conn, query, total), extra):
                 log.info("query rewrite ignored: it is not about the question")
@@ -444,10 +449,10 @@ class Searcher:
             # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
             # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
             # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
-            combined = self._rank(conn, query + "\n" + extra, total) if extra else None
+            combined = self._rank(conn, query + "\n" + extra, total, dense=dense) if extra else None
             if combined is not None:
                 return combined
-            return plain if plain is not None else self._rank(conn, query, total)
+            return plain if plain is not None else self._rank(conn, query, total, dense=dense)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "no such column" in str(exc):
                 return None
@@ -481,11 +486,14 @@ class Searcher:
         terms = list(dict.fromkeys(t for c in concepts for t in c.terms()))[:MAX_TERMS]
         return _weighted(concepts, _document_frequencies(conn, terms), total)
 
-    def _rank(self, conn: sqlite3.Connection, query: str, total: int) -> _Ranked | None:
-        """Candidates for one query scored as chunks and as documents."""
+    def _rank(self, conn: sqlite3.Connection, query: str, total: int, *, dense: bool = False) -> _Ranked | None:
+        """Candidates for one query scored as chunks and as documents (with `dense`, and a dense
+        ranker, the outlines' similarity joins the document scores: for `context`, which picks
+        documents; `search` ranks chunks, where it measured no different and would only cost time)."""
         concepts = analyse(query)
         if not concepts:
             return None
+        beside = self.dense.start(query, concepts) if dense and self.dense is not None else None  # a thread
         question_terms = {t for c in concepts for t in c.terms()}
         entities = recognise(query, question_terms, self._entities(conn))
         for entity in entities:  # a chunk naming the service answers the concept that named it
@@ -518,7 +526,8 @@ class Searcher:
             "ORDER BY r LIMIT ?",
             (_fts_query(terms), DOC_CANDIDATES),
         ).fetchall()
-        wanted = set(dict.fromkeys([*(f for f, _ in doc_rank), *self._hubs(conn)]))
+        dense_docs = beside.candidates() if beside is not None else []
+        wanted = set(dict.fromkeys([*(f for f, _ in doc_rank), *self._hubs(conn), *dense_docs]))
         if wanted and len(ranked_ids) > len(chosen):
             rest = ranked_ids[len(chosen) :]
             file_of = dict(
@@ -570,7 +579,10 @@ class Searcher:
             chunk_file[cid] = fid
             if fid not in files:
                 files[fid] = _File(fid, source, path, title or "", status or "current", date, date_source)
-        return _Ranked(scored, live, chunk_file, files, self._doc_scores(scored, chunk_file, files, entities), entities)
+        doc_scores = self._doc_scores(scored, chunk_file, files, entities)
+        if beside is not None:
+            doc_scores = beside.blend(doc_scores)
+        return _Ranked(scored, live, chunk_file, files, doc_scores, entities)
 
     @staticmethod
     def _doc_scores(
