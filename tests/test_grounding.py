@@ -125,6 +125,15 @@ def team(tmp_path: Path) -> Path:
     )
     write(root, "docs/CONSUL_ANALYSIS.md", "# Consul 服务注册问题分析\n\n" + long_sections)
     write(root, "docs/ONE_LUCKY.md", "# Misc\n\n## Notes\n\nOnce, consul.\n\n## Other\n\n" + "Unrelated text. " * 40)
+    write(
+        root,
+        "docs/TRACING.md",
+        "# 分布式追踪\n\n## 请求链路\n\n"
+        + "用 Jaeger 采集每一跳的耗时。" * 20
+        + "\n\n## 延迟排查\n\n"
+        + "先看各段 span 的耗时。" * 20,
+    )
+    write(root, "docs/WEEKLY.md", "# 周报\n\n## 下周\n\n请求链路追踪和延迟排查下周做，请求链路追踪先行。\n")
     return root
 
 
@@ -158,6 +167,13 @@ def test_live_does_not_reach_the_liveness_page(searcher: Searcher) -> None:
 def test_a_document_whose_sections_all_match_beats_one_lucky_chunk(searcher: Searcher) -> None:
     ranked = paths(searcher.search("consul health check", k=5))
     assert ranked.index("docs/CONSUL_ANALYSIS.md") < ranked.index("docs/ONE_LUCKY.md")
+
+
+def test_a_document_whose_outline_names_the_question_beats_a_passing_mention(searcher: Searcher) -> None:
+    # The weekly note's one line holds every word of the question; the tracing doc spreads them over
+    # its title and headings: that document is about the question (the outline signal in search.py).
+    ranked = paths(searcher.context("请求链路追踪 延迟排查"))
+    assert ranked.index("docs/TRACING.md") < ranked.index("docs/WEEKLY.md")
 
 
 def test_several_sections_of_one_document_with_neighbours_within_budget(searcher: Searcher) -> None:

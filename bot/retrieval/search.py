@@ -13,6 +13,10 @@ How a question is ranked:
 4. Near-duplicates (the corpus repeats itself across files) collapse, and the first results
    come from distinct files, so the top 5 are 5 different places.
 
+For the model's context (`context`), documents are ranked too: their best chunks (decaying), a
+status prior (current over archived), a recognised service's own docs, and how much of the
+question their outline (title, headings, path) names; assemble.py turns them into passages.
+
 With a rewriter (a model key is set; see rewrite.py), the question's rewrite into both
 languages is appended to it before step 1; without one, or when it fails, the question alone.
 
@@ -78,6 +82,13 @@ STATUS_PRIOR = {"current": 1.0, "proposal": 0.92, "report": 0.85, "archived": 0.
 ENTITY_BOOST = 0.5  # a recognised service's own docs
 HUB_PRIOR = 1.15
 DOC_BLEND = 0.0  # how much a chunk's document score adds to its own in `search` (ranked chunks)
+
+# A document whose title, headings and path name the question's concepts is about it (beside its best
+# chunks' scores): its score grows by up to OUTLINE_WEIGHT (all concepts named). Tune half of
+# bench/design_questions.yaml, must-cite without / with rewrite: 0.776 / 0.881 at 0, 0.806 / 0.896 at
+# 0.8 (0.6-1.2 all about as good).
+OUTLINE_WEIGHT = 0.8
+OUTLINE_TOP = 60  # best documents re-weighed by their outline
 
 _Scored = tuple[float, int, set[str]]  # (score, chunk rowid, body terms)
 
@@ -269,6 +280,21 @@ def _weighted(concepts: list[Concept], df: dict[str, int], total: int) -> list[C
             concept.weight = max(weights)
             live.append(concept)
     return live
+
+
+def _weigh_outlines(conn: sqlite3.Connection, concepts: list[Concept], doc_scores: dict[int, float]) -> None:
+    """Raise the best documents' scores by how much of the question their outline (title, headings,
+    path) covers, IDF-weighted: the doc *about* tracing beats a note that mentions it once."""
+    top = sorted(doc_scores, key=lambda f: -doc_scores[f])[:OUTLINE_TOP]
+    total_weight = sum(c.weight for c in concepts)
+    if not top or not total_weight or not OUTLINE_WEIGHT:
+        return
+    for fid, title, headings, path in conn.execute(
+        f"SELECT rowid, title, headings, path FROM ix_docs_fts WHERE rowid IN ({','.join('?' * len(top))})", top
+    ):
+        present = set(title.split()) | set(headings.split()) | set(path.split())
+        covered = sum(c.weight for c in concepts if c.matched(present)) / total_weight
+        doc_scores[fid] *= 1 + OUTLINE_WEIGHT * covered
 
 
 def _fts_query(terms: list[str]) -> str:
@@ -580,6 +606,7 @@ class Searcher:
             if fid not in files:
                 files[fid] = _File(fid, source, path, title or "", status or "current", date, date_source)
         doc_scores = self._doc_scores(scored, chunk_file, files, entities)
+        _weigh_outlines(conn, live, doc_scores)
         if beside is not None:
             doc_scores = beside.blend(doc_scores)
         return _Ranked(scored, live, chunk_file, files, doc_scores, entities)

@@ -49,6 +49,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.waiting import WAIT_SECONDS
+
 DEFAULT_API_KEY = "sk-ant-fake-0123456789abcdef"
 DEFAULT_MODELS = (
     "claude-sonnet-5-5",
@@ -299,7 +301,7 @@ class FakeAnthropic:
         return [r for r in self.requests if r.method == "POST" and r.path == "/v1/messages"]
 
     async def wait_for(
-        self, predicate: Callable[[RecordedRequest], bool] = lambda r: True, timeout: float = 5.0
+        self, predicate: Callable[[RecordedRequest], bool] = lambda r: True, timeout: float = WAIT_SECONDS
     ) -> RecordedRequest:
         """The first recorded request matching `predicate`, waiting up to `timeout` seconds for it."""
 
@@ -312,7 +314,7 @@ class FakeAnthropic:
         assert hit is not None
         return hit
 
-    async def wait_for_count(self, n: int, *, path: str = "/v1/messages", timeout: float = 5.0) -> None:
+    async def wait_for_count(self, n: int, *, path: str = "/v1/messages", timeout: float = WAIT_SECONDS) -> None:
         async with self._changed:
             await asyncio.wait_for(
                 self._changed.wait_for(lambda: sum(r.path == path for r in self.requests) >= n), timeout

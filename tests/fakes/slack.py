@@ -143,6 +143,8 @@ from typing import Any, Literal, Self, TypeVar
 import yaml
 from aiohttp import WSMsgType, web
 
+from tests.fakes.waiting import WAIT_SECONDS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -702,7 +704,7 @@ class FakeSlack:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
-    async def wait_for(self, predicate: Callable[[FakeSlack], T | None], timeout: float = 5.0) -> T:
+    async def wait_for(self, predicate: Callable[[FakeSlack], T | None], timeout: float = WAIT_SECONDS) -> T:
         """Wait until ``predicate(self)`` is truthy and return its value (TimeoutError with a dump)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -718,7 +720,7 @@ class FakeSlack:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, 0.05))
 
-    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Ack:
+    async def wait_for_ack(self, envelope_id: str, timeout: float = WAIT_SECONDS) -> Ack:
         """Wait for the first ack of ``envelope_id``."""
         return await self.wait_for(
             lambda f: next((a for a in f.acks if a.envelope_id == envelope_id), None), timeout=timeout
