@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -282,6 +283,15 @@ class Bot:
         self.astore.close()
 
 
+def settle_heap() -> None:
+    """Exempt what start-up built (modules, clients, the searcher: some 200k objects) from the
+    cyclic garbage collector. A full collection walks every tracked object while holding the GIL:
+    on that heap it took 60-300 ms, and one that fell in a burst held up every ack behind it. Frozen,
+    it walks only what was made since (a few ms). Run once, before the loop serves a request."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings) -> int:
     """Run the bot until SIGTERM/SIGINT. Returns the exit code."""
     try:
@@ -296,6 +306,7 @@ async def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, bot.stop_event.set)
     try:
         await bot.start()
+        settle_heap()
     except SlackApiError as exc:
         error = exc.response.get("error")
         log.error("Slack rejected the start-up call", extra={"error": error})

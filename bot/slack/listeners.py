@@ -120,7 +120,7 @@ class AfterAcks:
     the first of their jobs starts competing for the event loop (and, with searches in threads,
     for the GIL). Nothing waits longer than `longest` seconds, however busy the intake."""
 
-    def __init__(self, *, quiet: float = 0.005, longest: float = 0.1) -> None:
+    def __init__(self, *, quiet: float = 0.02, longest: float = 0.25) -> None:
         self.quiet = quiet
         self.longest = longest
         self.in_flight = 0
