@@ -12,8 +12,8 @@
   The fast path: a signed `event_callback` carrying an `app_mention` or `message` event (every
   question, and most of the traffic) skips Bolt's dispatch. It is parsed once, screened like any
   other request, classified and its job committed (`QuestionIntake`, group commit across
-  concurrent requests), and only then acked; the 👀 reaction and the job start follow the burst's
-  acks. Everything else (App Home, assistant threads, commands, buttons, modals) goes to Bolt.
+  concurrent requests), and only then acked; the 👀 reaction follows the ack, the job's start
+  the burst's acks. Everything else (App Home, assistant threads, commands, buttons, modals) goes to Bolt.
 """
 
 from __future__ import annotations

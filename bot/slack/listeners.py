@@ -15,8 +15,8 @@ redeliveries insert one job. Every subscribed event has a listener, so each one 
 below (Socket Mode, and anything else Bolt dispatches), and the HTTP fast path in `bot/server.py`,
 which takes signed `app_mention`/`message` events without Bolt's dispatch. Concurrent jobs are
 committed together (`bot.store_async.GroupCommit`); a job is committed before its ack is sent.
-What follows an ack (the 👀 reaction, waking a worker, the log line) waits in `AfterAcks` until a
-burst's acks are written, so starting jobs never delays acking the next mention.
+The 👀 reaction starts once the ack is written; waking a worker (and the log line) waits in
+`AfterAcks` until a burst's acks are written, so starting jobs never delays acking the next mention.
 """
 
 from __future__ import annotations
@@ -232,21 +232,26 @@ class QuestionIntake:
         return bool(await self.store.is_bot_thread(channel, str(thread_ts)))
 
     def acked(self, taken: Taken | None, client: AsyncWebClient) -> None:
-        """Call once the ack is sent (or on its way): the rest waits for the burst's acks."""
-        if taken is not None:
-            self.after.later(lambda: self._follow_up(taken, client))
+        """Call once the ack is sent (or on its way). The 👀 reaction starts now: a quick job (a
+        bare mention's help) must not remove it before it is there. Starting the job waits for the
+        burst's acks."""
+        if taken is None:
+            return
+        if taken.job_id is not None:
+            # The visible sign of work, at once even when the job waits for a free worker.
+            question = taken.question
+            task = asyncio.create_task(
+                add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.after.later(lambda: self._follow_up(taken))
 
-    def _follow_up(self, taken: Taken, client: AsyncWebClient) -> None:
+    def _follow_up(self, taken: Taken) -> None:
         question = taken.question
         if taken.job_id is None:
             log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
             return
-        # The visible sign of work, at once even when the job waits for a free worker.
-        task = asyncio.create_task(
-            add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         log.info(
             "job queued",
             extra={
