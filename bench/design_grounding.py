@@ -165,7 +165,9 @@ def child(
             out["dense"]["query_ms"] = query_ms
 
         # the fact / identifier set, on the same index
-        searcher = Searcher(db, dense=ranker)
+        # (the baseline tree predates dense ranking: its Searcher and Settings have no such argument)
+        has_dense = "dense" in Settings.model_fields
+        searcher = Searcher(db, dense=ranker) if has_dense else Searcher(db)
         fact_rows = []
         latencies = []
         for q in facts:
@@ -182,6 +184,8 @@ def child(
             fact_rows.append({"id": q["id"], "kind": q["kind"], "lang": q["lang"], "r5": hit5, "mrr": mrr})
         context_ms = []
         for q in design:  # what `ask` and a mention call, in-process (without the model)
+            if not hasattr(searcher, "context"):  # the baseline tree predates context assembly
+                break
             t0 = time.perf_counter()
             searcher.context(q["q"])
             context_ms.append((time.perf_counter() - t0) * 1000)
@@ -223,7 +227,7 @@ def child(
                 anthropic_api_key=DEFAULT_API_KEY,
                 anthropic_base_url=fake.base_url,
                 query_rewrite=rewrite,
-                dense=ranker is not None,
+                **({"dense": ranker is not None} if has_dense else {}),
             )
             rows = []
             for q in design:
@@ -373,7 +377,7 @@ def main() -> int:
             f"index {res['index_seconds']:.1f} s, unchanged re-index {res['reindex_seconds']:.2f} s, "
             f"search p50 {statistics.median(res['search_ms']):.1f} ms p95 {pct(res['search_ms'], 0.95):.1f} ms"
         )
-        if "context_ms" in res:
+        if res.get("context_ms"):
             ms = res["context_ms"]
             print(f"context (design questions) p50 {statistics.median(ms):.1f} ms p95 {pct(ms, 0.95):.1f} ms")
         if "dense" in res:
