@@ -49,10 +49,10 @@ from bot.slack.neutralise import mention_channel
 from bot.slack.post import (
     WORKING_REACTION,
     ReplyPoster,
+    WorkingReactions,
     add_reaction,
     post_ephemeral,
     post_message,
-    remove_reaction,
     send_response_url,
     stop_stream,
     update_message,
@@ -184,6 +184,7 @@ class JobRunner:
         responder: Responder | None,
         wake: WorkSignal,
         bot: BotIdentity | None = None,
+        reactions: WorkingReactions | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -193,6 +194,7 @@ class JobRunner:
         self.responder = responder
         self.wake = wake
         self.bot = bot
+        self.reactions = reactions or WorkingReactions()  # the intake's, when it runs in this process
         self.owner = process_owner()
         self.names = NameResolver(client, store)
         self.channel_kinds = ChannelKinds(client)
@@ -344,7 +346,7 @@ class JobRunner:
             await stop_stream(self.client, channel=job.channel, ts=job.reply_ts, metadata=message_metadata(job.id))
         await self._post_failure(job, internal=True, extra=extra)
         if job.kind != "review":
-            await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+            await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
         await self._end(job, "failed", f"poison: claimed {job.attempts} times", extra)
 
     async def _end(self, job: Job, state: str, error: str | None, extra: dict) -> None:
@@ -379,7 +381,7 @@ class JobRunner:
                 )
             finally:
                 if job.kind != "review":
-                    await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+                    await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
             await self._end(job, "done", None, extra)
             return
         # The model rewrite of the search query goes out now, beside the work before the search
@@ -487,7 +489,7 @@ class JobRunner:
                 with contextlib.suppress(Exception):
                     await typing
             if job.kind != "review":
-                await remove_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
+                await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
             if job.channel_type == "im":
                 await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status="")
 

@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -36,6 +36,9 @@ from bot.slack.app import build_app, build_client
 from bot.slack.context import BotIdentity
 from bot.slack.deps import Deps
 from bot.store_async import BUSY_TIMEOUT, AsyncStore, open_store
+
+if TYPE_CHECKING:
+    from bot.slack.listeners import QuestionIntake
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +122,7 @@ class Bot:
         self.port: int | None = None
         self.slack_ok = True  # auth.test passed at start (start() raises otherwise)
         self.runner: JobRunner | None = None
+        self.intake: QuestionIntake | None = None  # once started
         self._socket_handler: object | None = None
         self._web_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -178,7 +182,7 @@ class Bot:
 
         from bot.slack.listeners import QuestionIntake
 
-        intake = QuestionIntake(self.deps, bot_user_id=bot.user_id)
+        intake = self.intake = QuestionIntake(self.deps, bot_user_id=bot.user_id)
         app = build_app(self.deps, self.client, intake)
         self.runner = JobRunner(
             settings=settings,
@@ -188,6 +192,7 @@ class Bot:
             searcher=searcher,
             responder=self.responder,
             wake=self.deps.wake,
+            reactions=self.deps.reactions,
             bot=bot,  # type: ignore[arg-type]
         )
         await self.runner.start()

@@ -12,8 +12,8 @@
   The fast path: a signed `event_callback` carrying an `app_mention` or `message` event (every
   question, and most of the traffic) skips Bolt's dispatch. It is parsed once, screened like any
   other request, classified and its job committed (`QuestionIntake`, group commit across
-  concurrent requests), and only then acked; the 👀 reaction follows the ack, the job's start
-  the burst's acks. Everything else (App Home, assistant threads, commands, buttons, modals) goes to Bolt.
+  concurrent requests), and only then acked; the 👀 reaction and the job's start follow the
+  burst's acks. Everything else (App Home, assistant threads, commands, buttons, modals) goes to Bolt.
 """
 
 from __future__ import annotations
@@ -139,10 +139,12 @@ def build_web_app(
                 refuse(intake.deps, exc)
                 return web.Response(status=503, text="database unavailable")
             response = web.Response(status=200)
-            await response.prepare(request)
-            await response.write_eof()
-            metrics.ack_seconds.observe(time.perf_counter() - started)
-            intake.acked(taken, bolt.client)
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+                metrics.ack_seconds.observe(time.perf_counter() - started)
+            finally:  # committed: the job is shown and started even when the ack could not be written
+                intake.acked(taken, bolt.client)
             return response
 
         async def slack_events(request: web.Request) -> web.StreamResponse:

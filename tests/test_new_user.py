@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cli import cli
 from bot.jobs import HELP_TEXT
 from bot.proposals import short_title
-from bot.slack.post import WORKING_REACTION
+from bot.slack.post import WORKING_REACTION, WorkingReactions
 from bot.store import Store
 from tests.conftest import bot_settings, running_bot
 from tests.fakes.anthropic import FakeAnthropic
@@ -50,6 +51,47 @@ async def test_bare_mention_gets_help_and_loses_the_working_reaction(
     assert [c.args["name"] for c in slack.calls_to("reactions.add")] == [WORKING_REACTION]
     assert WORKING_REACTION not in slack.message("C1", question.ts).reactions
     assert not model.message_requests
+
+
+async def test_a_job_done_before_its_deferred_reaction_is_added_leaves_no_working_reaction(
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
+) -> None:
+    async with running_bot(bot_settings(tmp_path, slack, model)) as bot:
+        assert bot.intake is not None
+        after = bot.intake.after
+        after.longest = 3600.0  # the burst held open below does not end on its own
+        with after.acking():  # another request is being acked: the 👀 waits for the burst's acks
+            question = await deliver_mention(bot, slack, "<@UBOT>")
+            bot.deps.wake.set()  # a worker claims the job now (as its idle poll may), before the 👀
+            await slack.wait_for(lambda f: [m for m in f.thread("C1", question.ts) if m.bot_id == f.bot_id])
+            assert not slack.calls_to("reactions.add", include_failed=True)
+            assert bot.store.job_counts() == {"running": 1}  # its removal waits for the add
+        # The burst's acks are written: the 👀 is added, then the job removes it and ends.
+        await slack.wait_for(lambda f: bot.store.job_counts() == {"done": 1})
+        await slack.wait_for(lambda f: bot.deps.reactions.pending == 0)
+    assert [m.text for m in slack.thread("C1", question.ts) if m.bot_id == slack.bot_id] == [HELP_TEXT]
+    calls = [c.method for c in slack.calls if c.method.startswith("reactions.")]
+    assert calls == ["reactions.add", "reactions.remove"]
+    assert WORKING_REACTION not in slack.message("C1", question.ts).reactions
+
+
+async def test_the_working_reaction_is_removed_after_its_add_in_flight_is_answered(slack: FakeSlack) -> None:
+    message = slack.add_message("C1", "<@UBOT> what is the gateway?", user="U1")
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    reactions = WorkingReactions()
+    promised = reactions.expect("C1", message.ts)
+    twin = reactions.expect("C1", message.ts)  # the message twin of the same mention: a duplicate
+    reactions.drop(twin)
+    answer = slack.hold("reactions.add")
+    adding = asyncio.create_task(reactions.add(client, promised))
+    await slack.wait_for(lambda f: f.held_calls.get("reactions.add") == 1)
+    removing = asyncio.create_task(reactions.remove(client, channel="C1", ts=message.ts))
+    answer.set()
+    await asyncio.gather(adding, removing)
+    calls = [c.method for c in slack.calls if c.method.startswith("reactions.")]
+    assert calls == ["reactions.add", "reactions.remove"]
+    assert WORKING_REACTION not in slack.message("C1", message.ts).reactions
+    assert reactions.pending == 0
 
 
 # -- item 11 -----------------------------------------------------------------------------------

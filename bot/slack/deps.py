@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from bot.config import Settings
 from bot.jobs import WorkSignal
 from bot.metrics import Metrics
+from bot.slack.post import WorkingReactions
 from bot.store_async import AsyncStore
 
 
@@ -18,5 +19,6 @@ class Deps:
     store: AsyncStore  # off the event loop: `await deps.store.enqueue(...)`
     metrics: Metrics
     wake: WorkSignal = field(default_factory=WorkSignal)
+    reactions: WorkingReactions = field(default_factory=WorkingReactions)  # the 👀, shared with the workers
     accepting: bool = True  # False once shutdown starts: new events are refused (Slack retries them)
     searcher: object | None = None  # bot.retrieval.Searcher, for the App Home and assistant prompts

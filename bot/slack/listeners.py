@@ -15,8 +15,11 @@ redeliveries insert one job. Every subscribed event has a listener, so each one 
 below (Socket Mode, and anything else Bolt dispatches), and the HTTP fast path in `bot/server.py`,
 which takes signed `app_mention`/`message` events without Bolt's dispatch. Concurrent jobs are
 committed together (`bot.store_async.GroupCommit`); a job is committed before its ack is sent.
-The 👀 reaction starts once the ack is written; waking a worker (and the log line) waits in
-`AfterAcks` until a burst's acks are written, so starting jobs never delays acking the next mention.
+What follows an ack (the 👀 reaction, waking a worker, the log line) waits in `AfterAcks` until a
+burst's acks are written, so neither reactions.add calls nor starting jobs delay acking the next
+mention. A worker may still claim a job before its 👀 is added (the idle poll, a worker done with
+the previous job): the reaction is promised before the commit (`WorkingReactions`), and the job
+removes it only once it has been added, so the 👀 never outlives the job.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import StoreUnavailable
 from bot.slack.deps import Deps
 from bot.slack.interactions import register_interactions
-from bot.slack.post import WORKING_REACTION, add_reaction
+from bot.slack.post import PromisedReaction
 from bot.store_async import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -169,6 +172,7 @@ class Taken:
 
     question: Question
     job_id: int | None
+    reaction: PromisedReaction | None = None  # the 👀 to add after the ack (a new job only)
 
 
 class QuestionIntake:
@@ -207,22 +211,29 @@ class QuestionIntake:
             return None
         if question.team is None and team_id:
             question = replace(question, team=team_id)
-        job_id = await self.commits.enqueue(
-            kind=question.kind,
-            channel=question.channel,
-            ts=question.ts,
-            thread_ts=question.thread_ts,
-            user=question.user,
-            text=question.text,
-            channel_type=question.channel_type,
-            team=question.team,
-            event_id=body.get("event_id"),
-        )
+        # Promised before the commit: a worker may claim the job as soon as it is committed.
+        reaction = self.deps.reactions.expect(question.channel, question.ts)
+        try:
+            job_id = await self.commits.enqueue(
+                kind=question.kind,
+                channel=question.channel,
+                ts=question.ts,
+                thread_ts=question.thread_ts,
+                user=question.user,
+                text=question.text,
+                channel_type=question.channel_type,
+                team=question.team,
+                event_id=body.get("event_id"),
+            )
+        except BaseException:
+            self.deps.reactions.drop(reaction)
+            raise
         if job_id is None:
+            self.deps.reactions.drop(reaction)
             metrics.events_ignored.labels("duplicate").inc()
-        else:
-            metrics.queue_depth.inc()
-        return Taken(question, job_id)
+            return Taken(question, None)
+        metrics.queue_depth.inc()
+        return Taken(question, job_id, reaction)
 
     async def _in_bot_thread(self, event: dict[str, Any]) -> bool:
         """Looked up before classifying (the store is async; the rules stay a pure function)."""
@@ -232,26 +243,20 @@ class QuestionIntake:
         return bool(await self.store.is_bot_thread(channel, str(thread_ts)))
 
     def acked(self, taken: Taken | None, client: AsyncWebClient) -> None:
-        """Call once the ack is sent (or on its way). The 👀 reaction starts now: a quick job (a
-        bare mention's help) must not remove it before it is there. Starting the job waits for the
-        burst's acks."""
-        if taken is None:
-            return
-        if taken.job_id is not None:
-            # The visible sign of work, at once even when the job waits for a free worker.
-            question = taken.question
-            task = asyncio.create_task(
-                add_reaction(client, channel=question.channel, ts=question.ts, name=WORKING_REACTION)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self.after.later(lambda: self._follow_up(taken))
+        """Call once the ack is sent (or on its way): the rest waits for the burst's acks."""
+        if taken is not None:
+            self.after.later(lambda: self._follow_up(taken, client))
 
-    def _follow_up(self, taken: Taken) -> None:
+    def _follow_up(self, taken: Taken, client: AsyncWebClient) -> None:
         question = taken.question
-        if taken.job_id is None:
+        if taken.job_id is None or taken.reaction is None:
             log.info("duplicate question ignored", extra={"channel": question.channel, "ts": question.ts})
             return
+        # The visible sign of work, at once even when the job waits for a free worker (unless the
+        # job has already ended: then it is not added).
+        task = asyncio.create_task(self.deps.reactions.add(client, taken.reaction))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         log.info(
             "job queued",
             extra={

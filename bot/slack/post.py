@@ -232,6 +232,83 @@ async def remove_reaction(client: AsyncWebClient, *, channel: str, ts: str, name
             log.info("reaction removal failed", extra={"channel": channel, "error": _error_code(exc)})
 
 
+class PromisedReaction:
+    """The 👀 the intake will add to one question (`WorkingReactions.expect`)."""
+
+    __slots__ = ("done", "holders", "key", "started", "void")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.holders = 0  # intakes of this (channel, ts) that have not yet added or given up
+        self.started = False  # reactions.add is on its way
+        self.void = False  # the job ended without it: the add is not made any more
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # answered, or not needed
+
+
+class WorkingReactions:
+    """The 👀 on the questions this process takes: added, then removed, never the other way round.
+
+    The intake promises the add before the job is committed (`expect`) and makes it after the
+    burst's acks (`add`), but a worker may claim the job before then (the idle poll, a worker done
+    with the previous job) and a quick one (a bare mention's help) would remove the reaction before
+    it is there, leaving it for good. So the job's `remove` first waits for this process's add of
+    the same 👀 to be answered, at most `wait` seconds; an add that has not started by then is not
+    made at all."""
+
+    def __init__(self, *, wait: float = 10.0) -> None:
+        self.wait = wait
+        self._promised: dict[tuple[str, str], PromisedReaction] = {}
+
+    @property
+    def pending(self) -> int:
+        """Questions whose 👀 is promised or being added."""
+        return len(self._promised)
+
+    def expect(self, channel: str, ts: str) -> PromisedReaction:
+        """An add will follow: call before the job is committed. Hand the result to `add`, or to
+        `drop` when the event turns out not to be a new job (a duplicate, a refused commit)."""
+        key = (channel, ts)
+        promised = self._promised.get(key)
+        if promised is None:
+            promised = self._promised[key] = PromisedReaction(key)
+        promised.holders += 1
+        return promised
+
+    def drop(self, promised: PromisedReaction) -> None:
+        """No add from this intake after all."""
+        promised.holders -= 1
+        if promised.holders <= 0 and not promised.started:
+            self._settle(promised)
+
+    async def add(self, client: AsyncWebClient, promised: PromisedReaction) -> None:
+        if promised.void or promised.started:
+            self.drop(promised)  # the job ended without waiting for it (or a twin is adding it)
+            return
+        promised.holders -= 1
+        promised.started = True
+        try:
+            channel, ts = promised.key
+            await add_reaction(client, channel=channel, ts=ts, name=WORKING_REACTION)
+        finally:
+            self._settle(promised)
+
+    async def remove(self, client: AsyncWebClient, *, channel: str, ts: str) -> None:
+        """The job's end: reactions.remove, once this process's add of the same 👀 is answered."""
+        promised = self._promised.get((channel, ts))
+        if promised is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(promised.done), timeout=self.wait)
+            except TimeoutError:
+                promised.void = not promised.started
+        await remove_reaction(client, channel=channel, ts=ts, name=WORKING_REACTION)
+
+    def _settle(self, promised: PromisedReaction) -> None:
+        if not promised.done.done():
+            promised.done.set_result(None)
+        if self._promised.get(promised.key) is promised:
+            del self._promised[promised.key]
+
+
 class ReplyPoster:
     """Shows one answer in one thread while it streams, then its final form."""
 
