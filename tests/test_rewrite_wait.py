@@ -53,15 +53,25 @@ def seen(latency: RewriteLatency, clock: Clock, *round_trips: float) -> None:
 
 
 # -- the policy ------------------------------------------------------------------------------
-def test_nothing_known_one_search_finds_out_the_others_do_not_wait(latency: RewriteLatency, clock: Clock) -> None:
-    first, second = latency.begin(), latency.begin()
+def test_nothing_known_a_lone_question_finds_out(latency: RewriteLatency, clock: Clock) -> None:
+    first = latency.begin()
     clock.advance(0.2)  # the search ran meanwhile
     assert latency.wait(first) == pytest.approx(BUDGET - 0.2)  # the probe: up to the budget
+    second = latency.begin()
     assert latency.wait(second) == 0.0  # meanwhile nobody else bets on an unknown latency
     clock.advance(0.3)
     latency.end(first)  # the probe's rewrite came back after 0.5 s: now it is known
     third = latency.begin()
     assert latency.wait(third) == pytest.approx(max(MIN_WAIT, SLACK * 0.5))
+
+
+def test_nothing_known_a_burst_does_not_wait(latency: RewriteLatency, clock: Clock) -> None:
+    burst = [latency.begin() for _ in range(40)]
+    clock.advance(0.3)
+    assert [latency.wait(f) for f in burst] == [0.0] * 40  # none held back on an unknown latency
+    for flight in burst[:5]:
+        latency.end(flight)  # the burst's own rewrites tell the latency: 0.3 s
+    assert latency.wait(latency.begin()) == pytest.approx(MIN_WAIT)
 
 
 def test_waits_about_as_long_as_recent_rewrites_took(latency: RewriteLatency, clock: Clock) -> None:

@@ -12,8 +12,9 @@ take to arrive, never longer than `ARCHBOT_REWRITE_WAIT` (the budget):
   budget); and not at all while most recent rewrites (their median) took longer than the budget.
   A rewrite still in flight past the budget counts as one that missed it (a model that slows down
   is noticed at once, not when its replies come back).
-- With no round trip seen yet, one search at a time waits (up to the budget) to find out; searches
-  that come meanwhile do not bet on an unknown latency.
+- With no round trip seen yet, a lone question waits (up to the budget) to find out; while other
+  rewrites are in flight (a burst) nobody bets on the unknown latency: the burst's own rewrites
+  tell it within one round trip.
 
 A rewrite that arrives after its search gave up still lands in the cache (for the thread's
 follow-ups and repeats) and still teaches the policy its round trip, so a model that gets fast
@@ -108,8 +109,12 @@ class RewriteLatency:
         age = now - flight.started
         seen = self.evidence()
         if not seen:
-            with self._lock:  # nothing known yet: one search at a time finds out
-                if any(f.probe for f in self._flights if f is not flight):
+            # Nothing known yet. A lone question waits to find out (for `archbot ask`, or a quiet bot's
+            # first question, it is the only chance to use a fresh rewrite). Beside other rewrites in
+            # flight (a burst) none does: they will tell the latency within one round trip anyway,
+            # and holding one asker back would buy the rewrite for that one question only.
+            with self._lock:
+                if any(f is not flight for f in self._flights):
                     return 0.0
                 flight.probe = True
             return max(0.0, self.budget - age)
