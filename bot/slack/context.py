@@ -17,7 +17,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
@@ -100,11 +100,7 @@ class NameResolver:
             return self._memo[user_id]
         # One lookup per user at a time: a burst of questions from one person asks the store (and
         # Slack) once, the others wait for that answer.
-        asking = self._asking.get(user_id)
-        if asking is None:
-            asking = self._asking[user_id] = asyncio.ensure_future(self._look_up(user_id))
-            asking.add_done_callback(lambda _done: self._asking.pop(user_id, None))
-        return await asyncio.shield(asking)
+        return await _one_lookup(self._asking, user_id, lambda: self._look_up(user_id))
 
     async def _look_up(self, user_id: str) -> str:
         try:
@@ -124,6 +120,17 @@ class NameResolver:
                 name = user_id
         self._memo[user_id] = name
         return name
+
+
+async def _one_lookup(
+    asking: dict[str, asyncio.Future[str]], key: str, look_up: Callable[[], Awaitable[str]]
+) -> str:
+    """The answer of the lookup in flight for `key`, or of a new one: concurrent callers share one."""
+    future = asking.get(key)
+    if future is None:
+        future = asking[key] = asyncio.ensure_future(look_up())
+        future.add_done_callback(lambda _done: asking.pop(key, None))
+    return await asyncio.shield(future)
 
 
 async def resolve_channel_type(client: AsyncWebClient, channel: str) -> str:
@@ -156,11 +163,7 @@ class ChannelKinds:
         known = self._known.get(channel)
         if known is not None and self._clock() - known[1] < self.ttl:
             return known[0]
-        asking = self._asking.get(channel)
-        if asking is None:
-            asking = self._asking[channel] = asyncio.ensure_future(self._look_up(channel))
-            asking.add_done_callback(lambda _done: self._asking.pop(channel, None))
-        return await asyncio.shield(asking)
+        return await _one_lookup(self._asking, channel, lambda: self._look_up(channel))
 
     async def _look_up(self, channel: str) -> str:
         kind = await resolve_channel_type(self.client, channel)
