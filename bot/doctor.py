@@ -3,8 +3,9 @@
 Checks, in order: the settings (mode, tokens present, files and folders that must exist),
 Slack (`auth.test`, then the granted scopes from its `x-oauth-scopes` header against
 manifest.yml's bot scopes), Socket Mode (`apps.connections.open` with the app token), the
-database (opens, migrations apply), the index (built, per source, fresh), the model
-(`models.retrieve`), and the digest schedule (next run in ARCHBOT_TZ).
+database (opens, migrations apply), the stored text (swept by this version's credential detector:
+a warning when an older one, or none, last swept it), the index (built, per source, fresh), the
+model (`models.retrieve`), and the digest schedule (next run in ARCHBOT_TZ).
 
 Each line starts with ✓ (fine), ✗ (must be fixed: `archbot run` would fail or misbehave),
 ! (worth a look, not fatal) or – (for information). Every ✗ is followed by its fix.
@@ -444,6 +445,52 @@ def check_database(settings: Settings, redact: Redactor) -> tuple[list[Check], A
     return [ok("database", detail)], store
 
 
+_SWEEP_FIX = (
+    "start `archbot run` (one replica is enough): at start it redacts the stored text again in the"
+    " background, in short steps between the acks."
+)
+
+
+def check_stored_text(store: Any, *, now: float | None = None) -> list[Check]:
+    """Was the stored text swept by this version's credential detector? (`Store.start_sweep`) A
+    warning when only an older detector did, or none did and rows are stored; nothing to say on an
+    empty database."""
+    if store is None:
+        return []
+    from bot.redaction import detector_version
+
+    try:
+        current = detector_version()
+        last = store.last_sweep()
+        owed = store.needs_sweep(current)
+        stored = owed and last is None and store.holds_text()
+    except Exception as exc:
+        return [warn("stored text", f"not checked ({type(exc).__name__})")]
+    now = time.time() if now is None else now
+    if last is None:
+        if not stored:
+            return []
+        return [
+            warn(
+                "stored text",
+                f"never swept by the credential detector: rows stored before detector {current} may hold"
+                " credentials it redacts",
+                _SWEEP_FIX,
+            )
+        ]
+    version, at = last
+    if owed:
+        return [
+            warn(
+                "stored text",
+                f"last swept for credentials by detector {version} ({format_age(now - at)}), older than this"
+                f" version's {current}: rows stored before may hold credentials it redacts",
+                _SWEEP_FIX,
+            )
+        ]
+    return [ok("stored text", f"swept for credentials by detector {version} ({format_age(now - at)})")]
+
+
 def _walk_docs(root: Path) -> dict[str, tuple[int, int]]:
     """{relative path: (size, mtime_ns)} of the files the indexer would read under root (stat only)."""
     from bot.retrieval.index import DOC_SUFFIXES, SKIP_DIRS
@@ -666,7 +713,13 @@ async def gather_checks(settings: Settings) -> list[Check]:
             index_store = None
     try:
         checks += (
-            slack + socket + db_checks + check_index(settings, index_store) + model + check_digest(settings, store)
+            slack
+            + socket
+            + db_checks
+            + check_stored_text(store)
+            + check_index(settings, index_store)
+            + model
+            + check_digest(settings, store)
         )
     finally:
         for opened in {id(s): s for s in (store, index_store) if s is not None}.values():

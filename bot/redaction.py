@@ -13,7 +13,9 @@ detector, and the same marks, to the rest:
   and decision, gaps, feedback comments), whoever the caller (`bot/store.py`, both backends);
 - every Slack write (`bot/slack/neutralise.py`), so a model that repeats a credential shows the
   mark; a streaming answer shows only its `settled` part, never half a value;
-- log records (`bot/logs.py`).
+- log records (`bot/logs.py`);
+- what the store already holds, once per detector version: rows written before this detector
+  existed are swept again at start (`Store.start_sweep`, run by `archbot run`).
 
 Text is redacted paragraph by paragraph (blank-line separated) and each paragraph's result is
 remembered, so a streaming answer, shown again every quarter second, costs the redaction of its
@@ -46,6 +48,14 @@ def _redact_paragraph(paragraph: str) -> str:
     from bot.retrieval.redact import redact_secrets
 
     return redact_secrets(paragraph).text
+
+
+def detector_version() -> str:
+    """The detector's version (`r6`, …): it changes when what is redacted changes. The store
+    re-redacts what it holds once per version (`Store.start_sweep`)."""
+    from bot.retrieval.redact import VERSION
+
+    return VERSION
 
 
 def redact_text(text: str) -> str:

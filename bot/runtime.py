@@ -2,7 +2,8 @@
 
 Start order: store → Slack client and `auth.test` → index (in the background; answers use
 whatever index exists) → workers → HTTP server (health, metrics, HTTP-mode events) →
-Socket Mode connection → digest scheduler and periodic re-index.
+Socket Mode connection → digest scheduler and periodic re-index, and the stored text's
+re-redaction when the credential detector is newer than the last one that swept it.
 
 Stop order (SIGTERM): stop intake first (Socket Mode disconnects; HTTP events get 503 so
 Slack redelivers them), give running jobs `ARCHBOT_SHUTDOWN_GRACE` seconds, re-queue what
@@ -35,7 +36,7 @@ from bot.server import Readiness, build_web_app
 from bot.slack.app import build_app, build_client
 from bot.slack.context import BotIdentity
 from bot.slack.deps import Deps
-from bot.store_async import BUSY_TIMEOUT, AsyncStore, open_store
+from bot.store_async import BUSY_TIMEOUT, AsyncStore, open_store, sweep_stored_text
 
 if TYPE_CHECKING:
     from bot.slack.listeners import QuestionIntake
@@ -126,6 +127,7 @@ class Bot:
         self._socket_handler: object | None = None
         self._web_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
+        self.redaction_sweep: asyncio.Task[None] | None = None  # once started
         self._anthropic: object | None = None
         self._searcher: object | None = None
         self.model_limit: object | None = None  # bot.architect.limit.AdaptiveLimit, with a model
@@ -228,6 +230,10 @@ class Bot:
             self._socket_handler = handler
 
         self._background.append(asyncio.create_task(self._watch_slack(), name="slack-health"))
+        # Rows stored before this credential detector existed are redacted again (once per detector
+        # version, in steps on the store's thread: bot/store.py, "stored text swept again").
+        self.redaction_sweep = asyncio.create_task(sweep_stored_text(self.astore), name="redaction-sweep")
+        self._background.append(self.redaction_sweep)
         if index:
             self._background.append(asyncio.create_task(_reindex_loop(settings, self.stop_event), name="reindex"))
         if settings.digest_channel:

@@ -19,12 +19,17 @@ own migration set: it is rebuilt and swapped independently of the conversation s
 What people and the model wrote is stored with its credentials redacted (`bot/redaction.py`),
 whoever the caller: a job's text, an answer's question, text, topic and decision, gaps and
 conflicts, feedback comments. The redaction runs before a transaction opens, never under the lock.
+
+Rows written before the current detector existed (an older install, or a detector that now knows
+more key shapes) are swept again, once per detector version (`start_sweep` / `sweep_step`; see
+"stored text swept again" below): `archbot run` does it at start, in the background.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,12 +43,25 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import StoreUnavailable
-from bot.redaction import redact_text
+from bot.redaction import detector_version, redact_text
 from bot.types import Answer, Job
 
 LEASE_SECONDS = 300.0  # a running job whose worker vanished is retried after this
 REPLICA_KEY = "replica:"  # kv rows holding each running process's heartbeat
 MAX_ATTEMPTS = 3  # claims before a job is failed for good
+SWEPT_KEY = "redaction:swept:"  # kv rows `redaction:swept:<detector version>`: when that sweep finished
+SWEEP_KEY = "redaction:sweep:"  # kv row `redaction:sweep:<detector version>`: how far it got (JSON)
+# Every column that holds what people or the model wrote, by table (each keyed by `id`). Threads,
+# digests, users, kv and answer_sources hold ids, timestamps, names and doc paths only.
+REDACTED_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("jobs", ("text", "meta")),  # a question, a proposal; meta: a review's title (JSON)
+    ("answers", ("question", "text", "topic", "decision")),
+    ("gaps", ("description",)),
+    ("feedback", ("comment",)),
+)
+SWEEP_ROWS = 200  # rows read per sweep step
+SWEEP_SECONDS = 0.05  # redaction per sweep step: the store's thread is busy this long at most, plus the write
+_META_KEPT = frozenset({"response_url"})  # meta values that are not text (a Slack URL the job replies through)
 
 migrations = Migrations("archbot")
 
@@ -163,6 +181,43 @@ class StoredAnswer:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+@dataclass
+class Sweep:
+    """A sweep of the stored text by one detector version: where it is, and what this process did."""
+
+    version: str
+    table: int = 0  # index into REDACTED_COLUMNS
+    after: int = 0  # the last id swept in that table
+    rows: int = 0  # rows read by this process
+    changed: int = 0  # values this process rewrote
+    seconds: float = 0.0  # spent in the steps (reads, redaction, writes)
+    longest_step: float = 0.0  # the longest step: how long the store's thread was held at once
+
+    @property
+    def done(self) -> bool:
+        return self.table >= len(REDACTED_COLUMNS)
+
+
+def _version_number(version: str) -> int | None:
+    """`r6` → 6; None for a version that does not follow the scheme."""
+    match = re.fullmatch(r"r(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def _redact_column(column: str, value: str) -> str:
+    """A stored value with the current detector applied; a job's meta (JSON) field by field."""
+    if column != "meta":
+        return redact_text(value)
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return redact_text(value)
+    if not isinstance(meta, dict):
+        return value
+    redacted = {k: redact_text(v) if isinstance(v, str) and k not in _META_KEPT else v for k, v in meta.items()}
+    return json.dumps(redacted) if redacted != meta else value
 
 
 def connect(path: Path | str, *, busy_timeout: float = 30.0) -> Database:
@@ -673,6 +728,144 @@ class Store:
     def last_digest(self) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM digests WHERE status='posted' ORDER BY posted_at DESC LIMIT 1")
         return rows[0] if rows else None
+
+    # -- stored text swept again --------------------------------------------------------
+    # Once per detector version, every value in REDACTED_COLUMNS is read again and rewritten when
+    # the detector redacts more of it than the one that wrote it. In steps of at most SWEEP_ROWS
+    # rows and SWEEP_SECONDS of redaction, each one call on the store's thread (`archbot run`
+    # calls them from a background task, so acks and claims go between steps). Each step reads
+    # without a transaction, redacts, then writes its changes and how far it got in one short
+    # transaction. Safe to interrupt (a new start resumes where the last step committed) and to
+    # run twice at once (replicas on one PostgreSQL): a value is rewritten only while it still
+    # holds what was read (`WHERE col = old`), so neither a second sweeper nor a newer write is
+    # overwritten; the detector leaves redacted text as it is, so sweeping twice changes nothing.
+    def swept_versions(self) -> dict[str, float]:
+        """Detector versions that finished a sweep of this database → when (unix seconds)."""
+        out: dict[str, float] = {}
+        for r in self._rows("SELECT key, value FROM kv WHERE key LIKE ?", (f"{SWEPT_KEY}%",)):
+            try:
+                out[r["key"][len(SWEPT_KEY) :]] = float(r["value"])
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def last_sweep(self) -> tuple[str, float] | None:
+        """(the newest detector version that swept this database, when), or None if none ever did."""
+        swept = self.swept_versions()
+        if not swept:
+            return None
+        version = max(swept, key=lambda v: (_version_number(v) or -1, swept[v]))
+        return version, swept[version]
+
+    def needs_sweep(self, version: str | None = None) -> bool:
+        """Whether detector `version` (default: this one) is newer than every one that swept the database."""
+        version = version or detector_version()
+        swept = self.swept_versions()
+        number = _version_number(version)
+        if version in swept:
+            return False
+        if number is None:  # not r<n>: only its own sweep counts
+            return True
+        return all((_version_number(v) or -1) < number for v in swept)
+
+    def holds_text(self) -> bool:
+        """Whether any table that the sweep reads has a row."""
+        return any(self._rows(f"SELECT 1 AS x FROM {table} LIMIT 1") for table, _ in REDACTED_COLUMNS)
+
+    def start_sweep(self, version: str | None = None) -> Sweep | None:
+        """The sweep this detector still owes the database (resumed where an interrupted one
+        committed its last step), or None when it or a newer one already swept."""
+        version = version or detector_version()
+        if not self.needs_sweep(version):
+            return None
+        sweep = Sweep(version=version)
+        progress = self.get(f"{SWEEP_KEY}{version}")
+        if progress:
+            try:
+                saved = json.loads(progress)
+                tables = [t for t, _ in REDACTED_COLUMNS]
+                sweep.table, sweep.after = tables.index(str(saved["table"])), int(saved["after"])
+            except (ValueError, KeyError, TypeError):
+                sweep.table, sweep.after = 0, 0
+        return sweep
+
+    def sweep_step(self, sweep: Sweep, *, rows: int = SWEEP_ROWS, seconds: float = SWEEP_SECONDS) -> Sweep:
+        """One step of `sweep` (it is updated and returned); the last one records the version as swept."""
+        if sweep.done:
+            return sweep
+        started = time.monotonic()
+        table, columns = REDACTED_COLUMNS[sweep.table]
+        read = self._rows(
+            f"SELECT id, {', '.join(columns)} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (sweep.after, rows)
+        )
+        changes: list[tuple[str, int, str, str]] = []  # (column, id, as read, redacted)
+        last, finished_table, seen = sweep.after, len(read) < rows, 0
+        deadline = started + seconds
+        for i, row in enumerate(read):
+            for column in columns:
+                value = row[column]
+                if isinstance(value, str) and value:
+                    redacted = _redact_column(column, value)
+                    if redacted != value:
+                        changes.append((column, int(row["id"]), value, redacted))
+            last, seen = int(row["id"]), seen + 1
+            if time.monotonic() > deadline and i + 1 < len(read):
+                finished_table = False  # the rest of this batch in the next step
+                break
+        next_table, next_after = (sweep.table + 1, 0) if finished_table else (sweep.table, last)
+        changed = 0
+        with self._erasing(), self._tx() as db:
+            for column, row_id, value, redacted in changes:
+                cursor = db.execute(
+                    f"UPDATE {table} SET {column}=? WHERE id=? AND {column}=?", (redacted, row_id, value)
+                )
+                changed += max(cursor.rowcount, 0)
+            if next_table >= len(REDACTED_COLUMNS):
+                db.execute(
+                    "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (f"{SWEPT_KEY}{sweep.version}", repr(time.time())),
+                )
+                db.execute("DELETE FROM kv WHERE key=?", (f"{SWEEP_KEY}{sweep.version}",))
+            else:
+                position = json.dumps({"table": REDACTED_COLUMNS[next_table][0], "after": next_after})
+                db.execute(
+                    "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (f"{SWEEP_KEY}{sweep.version}", position),
+                )
+        sweep.table, sweep.after = next_table, next_after
+        sweep.rows += seen
+        sweep.changed += changed
+        if sweep.done and sweep.changed:
+            self._after_sweep()
+        took = time.monotonic() - started
+        sweep.seconds += took
+        sweep.longest_step = max(sweep.longest_step, took)
+        return sweep
+
+    def sweep_stored_text(self, version: str | None = None) -> Sweep | None:
+        """The whole sweep in one call (tests, tools); None when nothing was owed. Blocking."""
+        sweep = self.start_sweep(version)
+        while sweep is not None and not sweep.done:
+            sweep = self.sweep_step(sweep)
+        return sweep
+
+    @contextmanager
+    def _erasing(self) -> Iterator[None]:
+        """SQLite's secure_delete while the sweep rewrites values: the space a value leaves is
+        zeroed, not kept in the file's free space."""
+        with self._lock:
+            before = self.db.execute("PRAGMA secure_delete").fetchone()[0]
+            self.db.execute("PRAGMA secure_delete=ON")
+            try:
+                yield
+            finally:
+                self.db.execute(f"PRAGMA secure_delete={int(before)}")
+
+    def _after_sweep(self) -> None:
+        """The pages that held the old values leave the write-ahead log (best effort: a reader
+        holding the log open keeps it until its next checkpoint)."""
+        with self._lock:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- kv ------------------------------------------------------------------------------
     def get(self, key: str) -> str | None:

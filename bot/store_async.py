@@ -232,6 +232,33 @@ def _settle(future: asyncio.Future[Any], result: Any = None, *, exc: BaseExcepti
         future.set_result(result)
 
 
+async def sweep_stored_text(store: AsyncStore) -> None:
+    """Re-redact the stored text when this detector is newer than every one that swept the database
+    (`Store.start_sweep`): step by step, each step one call on the store's thread(s), so the ack
+    path's calls and the workers' claims wait for one step at most. A failure is logged, not
+    raised: the next start resumes where the last committed step left off."""
+    try:
+        sweep = await store.run(store.sync.start_sweep)
+        if sweep is None:
+            return
+        log.info("re-redacting stored text with a newer detector", extra={"detector": sweep.version})
+        while not sweep.done:
+            sweep = await store.run(store.sync.sweep_step, sweep)
+    except Exception as exc:  # the values stay as they were; never quoted here
+        log.warning("stored text sweep stopped; the next start resumes it", extra={"error": type(exc).__name__})
+        return
+    log.info(
+        "stored text re-redacted",
+        extra={
+            "detector": sweep.version,
+            "rows": sweep.rows,
+            "changed": sweep.changed,
+            "seconds": round(sweep.seconds, 3),
+            "longest_step_ms": round(sweep.longest_step * 1000, 1),
+        },
+    )
+
+
 def open_store(settings: Settings, *, busy_timeout: float = 30.0) -> Store:
     """The blocking store `settings` name: PostgreSQL with ARCHBOT_DATABASE_URL, else SQLite at ARCHBOT_DB.
     Raises StoreUnavailable when PostgreSQL cannot be reached."""

@@ -12,6 +12,9 @@ What differs on purpose:
   digest period and feedback rely on unique constraints (`ON CONFLICT`), which are atomic.
 - Schema: its own numbered migrations (`MIGRATIONS` below), applied under an advisory lock so
   replicas starting together migrate once; never edit one that shipped, add the next.
+- Re-redacting stored text (`Store.sweep_step`): the same steps; replicas sweeping at once are
+  safe (each rewrite is conditional on the value read), and the old row versions are left to
+  (auto)vacuum rather than zeroed as SQLite's secure_delete does.
 - The retrieval index is not here: it stays a local SQLite file per replica (`ARCHBOT_DB`).
 
 Blocking calls, like `Store`: the event loop reaches them through `bot.store_async.AsyncStore`,
@@ -236,6 +239,16 @@ class PgStore(Store):
 
     def clock(self) -> float:
         return float(self._rows("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now")[0]["now"])
+
+    # -- stored text swept again --------------------------------------------------------
+    @contextmanager
+    def _erasing(self) -> Iterator[None]:
+        """Nothing to switch on: an UPDATE leaves the old row version dead, for VACUUM to reclaim."""
+        yield
+
+    def _after_sweep(self) -> None:
+        """Autovacuum reclaims the dead row versions that held the old values; a byte-level purge of
+        the files is `VACUUM FULL` on the swept tables (it locks them: a maintenance window)."""
 
     # -- schema --------------------------------------------------------------------------
     def migrate(self) -> list[int]:
