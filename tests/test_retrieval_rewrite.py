@@ -262,3 +262,24 @@ def test_on_topic_weighs_the_question_concepts_a_rewrite_restates() -> None:
     assert on_topic(concepts, "cache expiry TTL of user profiles\n缓存 过期时间 用户资料\n")
     assert on_topic(concepts, "用户资料 缓存 过期\nprofile cache ttl")  # translations count too
     assert not on_topic(concepts, OFF_TOPIC)
+
+
+async def test_pooled_search_ranks_with_the_rewrite_fetched_in_the_bot_process(
+    settings: Settings, model: FakeAnthropic
+) -> None:
+    """`ARCHBOT_SEARCH_WORKERS`: the rewrite is asked for here (one model request, this process's
+    client and cache) and the worker ranks the question with it."""
+    from bot.retrieval.pool import PooledSearcher
+
+    pooled = PooledSearcher(build_searcher(settings), workers=1)
+    model.script(Reply(text=REWRITE))
+    try:
+        hits: list[Hit] = await asyncio.to_thread(pooled.context, QUESTION, 4000)
+        assert "zh/cache.md" in [h.path for h in hits]
+        assert len(model.message_requests) == 1
+        found = await asyncio.to_thread(pooled.search, QUESTION, 30)  # cached: no second request
+        team = [(h.path, h.heading) for h in found if h.source == "team-docs"]
+        assert team[:1] == [("zh/cache.md", "缓存策略 > 缓存穿透")]
+        assert len(model.message_requests) == 1
+    finally:
+        pooled.close()

@@ -4,8 +4,12 @@ Ranking is pure Python (about 15 ms a query on the team corpus); `asyncio.to_thr
 the event loop but not off the GIL, so 40 questions at once cost the bot's process ~0.6 s of
 interpreter time in which acks, streams and store calls wait their turn. `PooledSearcher` runs
 `Searcher.search` and `Searcher.context` in a small process pool (each worker opens the same index file read-only, as
-the threads did), and everything else (`info`, `doc_titles`) in this process. Queries with a
-model rewrite stay in this process (the rewriter holds an HTTP client and a cache).
+the threads did), and everything else (`info`, `doc_titles`) in this process. With a model key,
+the question's rewrite is awaited here (the rewriter holds an HTTP client, the model limit, the
+cache and the wait policy) and handed to the worker with the question: a bot with a key (every
+real one) ranks in the pool too. Measured before this (`bench/vs_template.py`, 40 at once, the
+rewrite ranked in this process): the answers' model requests went out ~0.7 s after the stream
+opened, the process's interpreter busy ranking.
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ def _start_worker(db_path: str, docs_url: str | None, passage_tokens: int = 8000
     _worker = Searcher(Path(db_path), docs_url=docs_url, passage_tokens=passage_tokens, dense=ranker)
 
 
-def _search_in_worker(query: str, k: int) -> list[Hit]:
+def _search_in_worker(query: str, k: int, rewrite: str | None = None) -> list[Hit]:
     assert _worker is not None
-    return _worker.search(query, k)
+    return _worker.search(query, k, rewrite=rewrite)
 
 
-def _context_in_worker(query: str, budget_tokens: int | None) -> list[Hit]:
+def _context_in_worker(query: str, budget_tokens: int | None, rewrite: str | None = None) -> list[Hit]:
     assert _worker is not None
-    return _worker.context(query, budget_tokens)
+    return _worker.context(query, budget_tokens, rewrite=rewrite)
 
 
 class PooledSearcher:
@@ -62,23 +66,21 @@ class PooledSearcher:
             self._pool.submit(_search_in_worker, "", 1)
 
     def search(self, query: str, k: int = 8) -> list[Hit]:
-        if self.local.rewriter is not None:
-            return self.local.search(query, k)
+        rewrite = self.local.awaited_rewrite(query)
         try:
-            return self._pool.submit(_search_in_worker, query, k).result(timeout=self.timeout)
+            return self._pool.submit(_search_in_worker, query, k, rewrite).result(timeout=self.timeout)
         except Exception:  # a broken pool must not cost the answer its passages
             log.warning("search worker failed; searching in this process", exc_info=True)
-            return self.local.search(query, k)
+            return self.local.search(query, k, rewrite=rewrite)
 
     def context(self, query: str, budget_tokens: int | None = None) -> list[Hit]:
         """The passages for the model (see `Searcher.context`), assembled in a worker process."""
-        if self.local.rewriter is not None:
-            return self.local.context(query, budget_tokens)
+        rewrite = self.local.awaited_rewrite(query)
         try:
-            return self._pool.submit(_context_in_worker, query, budget_tokens).result(timeout=self.timeout)
+            return self._pool.submit(_context_in_worker, query, budget_tokens, rewrite).result(timeout=self.timeout)
         except Exception:  # a broken pool must not cost the answer its passages
             log.warning("search worker failed; assembling in this process", exc_info=True)
-            return self.local.context(query, budget_tokens)
+            return self.local.context(query, budget_tokens, rewrite=rewrite)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

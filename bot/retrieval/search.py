@@ -427,31 +427,43 @@ class Searcher:
             self.rewrites.start(query)
 
     # -- search --------------------------------------------------------------------------
-    def search(self, query: str, k: int = 8) -> list[Hit]:
-        """The k best passages for a question, best first, from distinct places (one chunk each)."""
+    def search(self, query: str, k: int = 8, *, rewrite: str | None = None) -> list[Hit]:
+        """The k best passages for a question, best first, from distinct places (one chunk each);
+        `rewrite` as for `context`."""
         if k <= 0 or not query.strip():
             return []
-        ranked = self._ranked(query)
+        ranked = self._ranked(query, rewrite=rewrite)
         if ranked is None:
             return []
         conn = self._conn()
         assert conn is not None
         return self._hits(conn, ranked, k)
 
-    def context(self, query: str, budget_tokens: int | None = None) -> list[Hit]:
+    def context(self, query: str, budget_tokens: int | None = None, *, rewrite: str | None = None) -> list[Hit]:
         """The passages to send the model for a question: team docs first, several sections of a
-        document when they match, with neighbours, filling `budget_tokens` (see assemble.py)."""
+        document when they match, with neighbours, filling `budget_tokens` (see assemble.py).
+
+        `rewrite`: the question's model rewrite, already fetched by the caller (`awaited_rewrite`
+        in the bot's process, the search then running in a worker process: pool.py)."""
         budget = self.passage_tokens if budget_tokens is None else budget_tokens
         if budget <= 0 or not query.strip():
             return []
-        ranked = self._ranked(query, dense=True)
+        ranked = self._ranked(query, dense=True, rewrite=rewrite)
         if ranked is None:
             return []
         conn = self._conn()
         assert conn is not None
         return self._passages(conn, ranked, budget)
 
-    def _ranked(self, query: str, *, dense: bool = False) -> _Ranked | None:
+    def awaited_rewrite(self, query: str) -> str | None:
+        """The question's model rewrite, waited for as long as it is worth (rewrite_wait.py), or
+        None (no rewriter, none in time). For a caller that searches elsewhere (pool.py): the
+        rewriter's HTTP client, cache and wait policy live in this process."""
+        if self.rewrites is None or not query.strip():
+            return None
+        return self.rewrites.take(query).result()
+
+    def _ranked(self, query: str, *, dense: bool = False, rewrite: str | None = None) -> _Ranked | None:
         conn = self._conn()
         if conn is None:
             return None
@@ -459,6 +471,8 @@ class Searcher:
             total = conn.execute("SELECT count(*) FROM ix_chunks").fetchone()[0]
             if not total:
                 return None
+            if rewrite is not None:  # fetched by the caller
+                return self._rank_rewritten(conn, query, rewrite, total, dense=dense)
             if self.rewrites is None:
                 return self._rank(conn, query, total, dense=dense)
             # The model rewrite runs beside the lexical search, not before it (started even earlier by
@@ -468,21 +482,34 @@ class Searcher:
             # cache for the thread's follow-ups and repeats; this answer goes on without it.
             pending = self.rewrites.take(query)
             plain = None if pending.done() else self._rank(conn, query, total, dense=dense)  # here: rank once
-            extra = pending.result()
-            if extra and not on_topic(plain.concepts if plain is not None else self._weigh(conn, query, total), extra):
-                log.info("query rewrite ignored: it is not about the question")
-                extra = None
-            # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
-            # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
-            # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
-            combined = self._rank(conn, query + "\n" + extra, total, dense=dense) if extra else None
-            if combined is not None:
-                return combined
-            return plain if plain is not None else self._rank(conn, query, total, dense=dense)
+            return self._rank_rewritten(conn, query, pending.result(), total, dense=dense, plain=plain)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "no such column" in str(exc):
                 return None
             raise
+
+    def _rank_rewritten(
+        self,
+        conn: sqlite3.Connection,
+        query: str,
+        extra: str | None,
+        total: int,
+        *,
+        dense: bool,
+        plain: _Ranked | None = None,
+    ) -> _Ranked | None:
+        """The question ranked with its rewrite, if the rewrite is about it; else the question alone
+        (`plain`, when already ranked)."""
+        if extra and not on_topic(plain.concepts if plain is not None else self._weigh(conn, query, total), extra):
+            log.info("query rewrite ignored: it is not about the question")
+            extra = None
+        # Searched together with the question, as one query. Measured with bench/rewrites.yaml on
+        # the 14 questions it covers (recall@5 / MRR@10): question alone 0.786 / 0.722; one query
+        # 0.929 / 0.744; RRF of the two rankings 0.857 / 0.781.
+        combined = self._rank(conn, query + "\n" + extra, total, dense=dense) if extra else None
+        if combined is not None:
+            return combined
+        return plain if plain is not None else self._rank(conn, query, total, dense=dense)
 
     def _entities(self, conn: sqlite3.Connection) -> list[Entity]:
         """The services the index knows of, rediscovered whenever the index changed."""
