@@ -27,6 +27,7 @@ more key shapes) are swept again, once per detector version (`start_sweep` / `sw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ REDACTED_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("feedback", ("comment",)),
 )
 SWEEP_ROWS = 200  # rows read per sweep step
-SWEEP_SECONDS = 0.05  # redaction per sweep step: the store's thread is busy this long at most, plus the write
+SWEEP_SECONDS = 0.05  # redaction per sweep step (off the store's thread when run by `archbot run`)
 _META_KEPT = frozenset({"response_url"})  # meta values that are not text (a Slack URL the job replies through)
 
 migrations = Migrations("archbot")
@@ -193,11 +194,49 @@ class Sweep:
     rows: int = 0  # rows read by this process
     changed: int = 0  # values this process rewrote
     seconds: float = 0.0  # spent in the steps (reads, redaction, writes)
-    longest_step: float = 0.0  # the longest step: how long the store's thread was held at once
+    longest_hold: float = 0.0  # the longest read or write: how long the store was held at once
 
     @property
     def done(self) -> bool:
         return self.table >= len(REDACTED_COLUMNS)
+
+
+@dataclass
+class SweepBatch:
+    """One step's rows: read on the store, redacted off it (`redact_batch`), written back on it."""
+
+    table: int
+    after: int  # the sweep's position when read
+    limit: int  # rows asked for: fewer came back when the table has no more
+    rows: list[dict[str, Any]]
+    read_seconds: float = 0.0
+    changes: list[tuple[str, int, str, str]] = field(default_factory=list)  # (column, id, as read, redacted)
+    seen: int = 0  # rows redacted (the first `seen` of `rows`)
+    redact_seconds: float = 0.0
+    next_table: int = 0  # where the sweep goes on once this batch is written
+    next_after: int = 0
+
+
+def redact_batch(batch: SweepBatch, *, seconds: float = SWEEP_SECONDS) -> SweepBatch:
+    """Redact a batch's values (no database: any thread). Stops after `seconds` (at least one row):
+    the rest of the batch is read again by the next step."""
+    started = time.monotonic()
+    columns = REDACTED_COLUMNS[batch.table][1]
+    last, finished_table = batch.after, len(batch.rows) < batch.limit
+    for i, row in enumerate(batch.rows):
+        for column in columns:
+            value = row[column]
+            if isinstance(value, str) and value:
+                redacted = _redact_column(column, value)
+                if redacted != value:
+                    batch.changes.append((column, int(row["id"]), value, redacted))
+        last, batch.seen = int(row["id"]), batch.seen + 1
+        if time.monotonic() - started > seconds and i + 1 < len(batch.rows):
+            finished_table = False
+            break
+    batch.next_table, batch.next_after = (batch.table + 1, 0) if finished_table else (batch.table, last)
+    batch.redact_seconds = time.monotonic() - started
+    return batch
 
 
 def _version_number(version: str) -> int | None:
@@ -732,13 +771,15 @@ class Store:
     # -- stored text swept again --------------------------------------------------------
     # Once per detector version, every value in REDACTED_COLUMNS is read again and rewritten when
     # the detector redacts more of it than the one that wrote it. In steps of at most SWEEP_ROWS
-    # rows and SWEEP_SECONDS of redaction, each one call on the store's thread (`archbot run`
-    # calls them from a background task, so acks and claims go between steps). Each step reads
-    # without a transaction, redacts, then writes its changes and how far it got in one short
-    # transaction. Safe to interrupt (a new start resumes where the last step committed) and to
-    # run twice at once (replicas on one PostgreSQL): a value is rewritten only while it still
-    # holds what was read (`WHERE col = old`), so neither a second sweeper nor a newer write is
-    # overwritten; the detector leaves redacted text as it is, so sweeping twice changes nothing.
+    # rows and SWEEP_SECONDS of redaction: a step reads without a transaction (`sweep_read`),
+    # redacts (`redact_batch`, no database), then writes its changes and how far it got in one
+    # short transaction (`sweep_write`). `archbot run` calls them from a background task, the
+    # reads and writes on the store's thread and the redaction off it, so acks and claims wait
+    # for one read or write at most (`bot.store_async.sweep_stored_text`). Safe to interrupt (a
+    # new start resumes where the last step committed) and to run twice at once (replicas on one
+    # PostgreSQL): a value is rewritten only while it still holds what was read
+    # (`WHERE col = old`), so neither a second sweeper nor a newer write is overwritten; the
+    # detector leaves redacted text as it is, so sweeping twice changes nothing.
     def swept_versions(self) -> dict[str, float]:
         """Detector versions that finished a sweep of this database → when (unix seconds)."""
         out: dict[str, float] = {}
@@ -789,58 +830,59 @@ class Store:
                 sweep.table, sweep.after = 0, 0
         return sweep
 
-    def sweep_step(self, sweep: Sweep, *, rows: int = SWEEP_ROWS, seconds: float = SWEEP_SECONDS) -> Sweep:
-        """One step of `sweep` (it is updated and returned); the last one records the version as swept."""
-        if sweep.done:
-            return sweep
+    def sweep_read(self, sweep: Sweep, *, rows: int = SWEEP_ROWS) -> SweepBatch:
+        """A step's rows as they are now (no transaction)."""
         started = time.monotonic()
         table, columns = REDACTED_COLUMNS[sweep.table]
         read = self._rows(
             f"SELECT id, {', '.join(columns)} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (sweep.after, rows)
         )
-        changes: list[tuple[str, int, str, str]] = []  # (column, id, as read, redacted)
-        last, finished_table, seen = sweep.after, len(read) < rows, 0
-        deadline = started + seconds
-        for i, row in enumerate(read):
-            for column in columns:
-                value = row[column]
-                if isinstance(value, str) and value:
-                    redacted = _redact_column(column, value)
-                    if redacted != value:
-                        changes.append((column, int(row["id"]), value, redacted))
-            last, seen = int(row["id"]), seen + 1
-            if time.monotonic() > deadline and i + 1 < len(read):
-                finished_table = False  # the rest of this batch in the next step
-                break
-        next_table, next_after = (sweep.table + 1, 0) if finished_table else (sweep.table, last)
+        return SweepBatch(
+            table=sweep.table, after=sweep.after, limit=rows, rows=read, read_seconds=time.monotonic() - started
+        )
+
+    def sweep_write(self, sweep: Sweep, batch: SweepBatch) -> Sweep:
+        """Write a redacted batch (each value only while it still holds what was read) and how far
+        the sweep got, in one transaction; `sweep` is updated and returned. The last step records
+        the version as swept."""
+        if sweep.done or (batch.table, batch.after) != (sweep.table, sweep.after):
+            raise ValueError("a batch is written once, by the sweep that read it")
+        started = time.monotonic()
+        table = REDACTED_COLUMNS[batch.table][0]
         changed = 0
         with self._erasing(), self._tx() as db:
-            for column, row_id, value, redacted in changes:
+            for column, row_id, value, redacted in batch.changes:
                 cursor = db.execute(
                     f"UPDATE {table} SET {column}=? WHERE id=? AND {column}=?", (redacted, row_id, value)
                 )
                 changed += max(cursor.rowcount, 0)
-            if next_table >= len(REDACTED_COLUMNS):
+            if batch.next_table >= len(REDACTED_COLUMNS):
                 db.execute(
                     "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (f"{SWEPT_KEY}{sweep.version}", repr(time.time())),
                 )
                 db.execute("DELETE FROM kv WHERE key=?", (f"{SWEEP_KEY}{sweep.version}",))
             else:
-                position = json.dumps({"table": REDACTED_COLUMNS[next_table][0], "after": next_after})
+                position = json.dumps({"table": REDACTED_COLUMNS[batch.next_table][0], "after": batch.next_after})
                 db.execute(
                     "INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (f"{SWEEP_KEY}{sweep.version}", position),
                 )
-        sweep.table, sweep.after = next_table, next_after
-        sweep.rows += seen
+        sweep.table, sweep.after = batch.next_table, batch.next_after
+        sweep.rows += batch.seen
         sweep.changed += changed
         if sweep.done and sweep.changed:
             self._after_sweep()
-        took = time.monotonic() - started
-        sweep.seconds += took
-        sweep.longest_step = max(sweep.longest_step, took)
+        wrote = time.monotonic() - started
+        sweep.seconds += batch.read_seconds + batch.redact_seconds + wrote
+        sweep.longest_hold = max(sweep.longest_hold, batch.read_seconds, wrote)
         return sweep
+
+    def sweep_step(self, sweep: Sweep, *, rows: int = SWEEP_ROWS, seconds: float = SWEEP_SECONDS) -> Sweep:
+        """One step of `sweep` in one call: read, redact, write (`sweep` is updated and returned)."""
+        if sweep.done:
+            return sweep
+        return self.sweep_write(sweep, redact_batch(self.sweep_read(sweep, rows=rows), seconds=seconds))
 
     def sweep_stored_text(self, version: str | None = None) -> Sweep | None:
         """The whole sweep in one call (tests, tools); None when nothing was owed. Blocking."""
@@ -864,7 +906,7 @@ class Store:
     def _after_sweep(self) -> None:
         """The pages that held the old values leave the write-ahead log (best effort: a reader
         holding the log open keeps it until its next checkpoint)."""
-        with self._lock:
+        with self._lock, contextlib.suppress(sqlite3.Error):
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- kv ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from bot.config import Settings
 from bot.errors import StoreUnavailable
-from bot.store import Store, is_transient
+from bot.store import Store, Sweep, is_transient, redact_batch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -232,18 +232,28 @@ def _settle(future: asyncio.Future[Any], result: Any = None, *, exc: BaseExcepti
         future.set_result(result)
 
 
+async def run_sweep(store: AsyncStore, sweep: Sweep) -> Sweep:
+    """`sweep`'s steps to the end: each read and write on the store's thread(s), each redaction in
+    a thread of the loop's default executor."""
+    while not sweep.done:
+        batch = await store.run(store.sync.sweep_read, sweep)
+        batch = await asyncio.to_thread(redact_batch, batch)
+        sweep = await store.run(store.sync.sweep_write, sweep, batch)
+    return sweep
+
+
 async def sweep_stored_text(store: AsyncStore) -> None:
     """Re-redact the stored text when this detector is newer than every one that swept the database
-    (`Store.start_sweep`): step by step, each step one call on the store's thread(s), so the ack
-    path's calls and the workers' claims wait for one step at most. A failure is logged, not
-    raised: the next start resumes where the last committed step left off."""
+    (`Store.start_sweep`): step by step, each step's read and write one short call on the store's
+    thread(s), its redaction in another thread, so the ack path's calls and the workers' claims
+    wait for one read or write at most. A failure is logged, not raised: the next start resumes
+    where the last committed step left off."""
     try:
         sweep = await store.run(store.sync.start_sweep)
         if sweep is None:
             return
         log.info("re-redacting stored text with a newer detector", extra={"detector": sweep.version})
-        while not sweep.done:
-            sweep = await store.run(store.sync.sweep_step, sweep)
+        sweep = await run_sweep(store, sweep)
     except Exception as exc:  # the values stay as they were; never quoted here
         log.warning("stored text sweep stopped; the next start resumes it", extra={"error": type(exc).__name__})
         return
@@ -254,7 +264,7 @@ async def sweep_stored_text(store: AsyncStore) -> None:
             "rows": sweep.rows,
             "changed": sweep.changed,
             "seconds": round(sweep.seconds, 3),
-            "longest_step_ms": round(sweep.longest_step * 1000, 1),
+            "longest_hold_ms": round(sweep.longest_hold * 1000, 1),
         },
     )
 
