@@ -218,7 +218,8 @@ class Settings(BaseSettings):
         validation_alias=_alias("ARCHBOT_REWRITE_WAIT"),
         description="Most seconds a search waits for the model rewrite running beside it (a cached one is "
         "immediate). Within it the wait follows the recent rewrites' round trips: about as long as they took to "
-        "arrive, and none while most of them took longer than this.",
+        "arrive, and none while most of them took longer than this. A rewrite that gets no slot of the model "
+        "concurrency limit within it is not sent.",
     )
     dense: bool = Field(
         True,

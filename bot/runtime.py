@@ -175,6 +175,12 @@ class Bot:
             show(self.model_limit)
             anthropic_client = build_anthropic_client(settings, limit=self.model_limit)
             self._anthropic = anthropic_client
+            # The query rewrite goes through the same client, hence the same limit, as the answers.
+            from bot.retrieval.rewrite import ModelRewriter
+
+            rewriter = getattr(searcher, "rewriter", None)
+            if isinstance(rewriter, ModelRewriter):
+                rewriter.share(anthropic_client, asyncio.get_running_loop(), slot_wait=settings.rewrite_wait)
             self.responder = Architect(settings, client=anthropic_client)
             try:
                 ok, message = await check_model(settings, anthropic_client)

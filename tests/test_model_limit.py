@@ -111,3 +111,20 @@ async def test_streamed_answers_go_before_other_requests() -> None:
     assert not record.done()  # queued first, served second
     limit.release("ok")
     await asyncio.wait_for(record, 1)
+
+
+async def test_a_request_with_a_timeout_gives_up_its_place_and_holds_no_slot() -> None:
+    limit = AdaptiveLimit(1, clock=Clock())
+    await limit.acquire(timeout=0)  # a free slot is taken at once, whatever the timeout
+    try:
+        await limit.acquire(urgent=False, timeout=0.01)
+        raise AssertionError("granted a slot that was taken")
+    except TimeoutError:
+        pass
+    assert limit.in_flight == 1 and limit.waiting == (0, 0)
+    later = asyncio.create_task(limit.acquire(urgent=False))
+    await asyncio.sleep(0)
+    assert limit.waiting == (0, 1)
+    limit.release("ok")  # the slot goes to the one still waiting, not to the one that gave up
+    await asyncio.wait_for(later, 1)
+    assert limit.in_flight == 1 and limit.waiting == (0, 0)

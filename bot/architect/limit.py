@@ -11,17 +11,24 @@ The limit sits in the HTTP transport of the Anthropic client (`LimitedTransport`
 request of every job of this process passes through the same one, retries included, and the
 streamed answer holds its slot until its body is fully read. It is exposed as the
 `archbot_model_concurrency_limit` gauge, with `archbot_model_in_flight`.
+
+A request that is only worth making soon (the query rewrite, bot/retrieval/rewrite.py) is sent
+inside `waiting_at_most(seconds)`: if no slot is free by then it is not sent at all, and the call
+raises `NoSlot` (an `AnthropicError` the SDK does not retry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Literal
 
+import anthropic
 import httpx2
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,24 @@ log = logging.getLogger(__name__)
 Outcome = Literal["ok", "overloaded", "other"]
 OVERLOAD_STATUSES = (429, 503, 529)
 MAX_PAUSE = 30.0  # seconds: a retry-after beyond this is not honoured for every request
+
+# The event-loop time after which a request made in this context gives up waiting for a slot.
+_slot_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("archbot_slot_deadline", default=None)
+
+
+class NoSlot(anthropic.AnthropicError):
+    """No slot of the limit was free within the time the request was worth waiting: it was not sent."""
+
+
+@contextlib.contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    """Model requests made inside (in this task) wait at most `seconds` from now for a slot; a
+    request that gets none by then is not sent and raises `NoSlot`. Needs a running event loop."""
+    token = _slot_deadline.set(asyncio.get_running_loop().time() + max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _slot_deadline.reset(token)
 
 
 class AdaptiveLimit:
@@ -60,22 +85,32 @@ class AdaptiveLimit:
     def allowed(self) -> int:
         return max(self.floor, int(self.limit))
 
-    async def acquire(self, *, urgent: bool = True) -> None:
-        """Wait for a slot: first come, first served, urgent requests before the others."""
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Requests queued for a slot: (urgent, others)."""
+        urgent, others = self._waiters
+        return sum(not f.done() for f in urgent), sum(not f.done() for f in others)
+
+    async def acquire(self, *, urgent: bool = True, timeout: float | None = None) -> None:
+        """Wait for a slot: first come, first served, urgent requests before the others. With a
+        `timeout`, raise TimeoutError (holding no slot) when none was granted within it."""
         if not any(self._waiters) and self._can_start():
             self.in_flight += 1
             self._changed()
             return
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError
         queue = self._waiters[0 if urgent else 1]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(future)
         self._schedule_wake()
         try:
-            await future
-        except asyncio.CancelledError:
+            async with asyncio.timeout(timeout):
+                await future
+        except (asyncio.CancelledError, TimeoutError):
             if future.done() and not future.cancelled():
-                self.release("other")  # granted just as we were cancelled: give the slot back
-            else:
+                self.release("other")  # granted just as we were cancelled or gave up: give the slot back
+            elif future in queue:
                 queue.remove(future)
             raise
 
@@ -188,8 +223,14 @@ class LimitedTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method != "POST" or not request.url.path.endswith("/messages"):
             return await self.inner.handle_async_request(request)
-        # A streamed answer is what a person waits for; other requests (the answer's record) yield to it.
-        await self.limit.acquire(urgent=_is_stream(request))
+        # A streamed answer is what a person waits for; other requests (the answer's record, the query
+        # rewrite) yield to it.
+        deadline = _slot_deadline.get()
+        timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        try:
+            await self.limit.acquire(urgent=_is_stream(request), timeout=timeout)
+        except TimeoutError:
+            raise NoSlot("no model request slot was free in time: not sent") from None
         try:
             response = await self.inner.handle_async_request(request)
         except BaseException:

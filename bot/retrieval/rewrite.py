@@ -6,8 +6,14 @@ The glossary (bot/data/glossary.tsv) bridges the words it knows; a model bridges
 its key identifiers, and `Searcher` ranks that text beside the question itself (see search.py).
 
 What it promises:
-- Synchronous and thread-safe: `Searcher.search` runs in worker threads (`asyncio.to_thread`),
-  so this uses the sync `anthropic.Anthropic` client (one per process; its HTTP pool is shared).
+- Synchronous and thread-safe: `Searcher.search` runs in worker threads (`asyncio.to_thread`).
+  On its own (`archbot ask`, `archbot search`) it calls the model with a sync `anthropic.Anthropic`
+  client. In `archbot run`, `share(client, loop)` hands it the answers' `AsyncAnthropic` client:
+  the request then runs on the bot's event loop (the calling thread waits for it), through the
+  same adaptive concurrency limit as every answer (bot/architect/limit.py), in the queue behind
+  streamed answers. A 429/529/503 on a rewrite shrinks that limit like any other. A rewrite that
+  gets no slot within `slot_wait` (ARCHBOT_REWRITE_WAIT: past it no search waits for it) is
+  not sent; the search goes on without it, and the rewriter does not rest for it.
 - Cached in the index database (`ix_rewrites`), keyed by the normalised question together with
   the model and the prompt version, so a repeated question never calls the model again and a
   new prompt or model starts a fresh cache. An empty rewrite is cached too (nothing to add); a
@@ -20,6 +26,7 @@ What it promises:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -27,12 +34,13 @@ import threading
 import time
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import Settings
 
 if TYPE_CHECKING:  # the SDK is imported only when a rewriter is built: `archbot search` and indexing never pay for it
     import anthropic
+    from anthropic.types import Message
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +87,36 @@ def normalise(query: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
 
 
+class _Shared:
+    """The bot's async client and its event loop, which rewrites are sent through once shared."""
+
+    __slots__ = ("client", "loop", "slot_wait")
+
+    def __init__(self, client: anthropic.AsyncAnthropic, loop: asyncio.AbstractEventLoop, slot_wait: float) -> None:
+        self.client = client
+        self.loop = loop
+        self.slot_wait = slot_wait
+
+
 class ModelRewriter:
     """Rewrites questions with the model, caching each answer in the index database."""
 
-    def __init__(self, client: anthropic.Anthropic, *, model: str, db_path: Path) -> None:
+    def __init__(self, client: anthropic.Anthropic | None, *, model: str, db_path: Path) -> None:
         self.client = client
         self.model = model
         self.db_path = Path(db_path)
+        self._shared: _Shared | None = None
         self._resting_until = 0.0
         self._lock = threading.Lock()
+
+    def share(self, client: anthropic.AsyncAnthropic, loop: asyncio.AbstractEventLoop, *, slot_wait: float) -> None:
+        """Send rewrites from now on with `client` (the answers' client, whose transport holds the
+        process's adaptive concurrency limit) on `loop`, giving up on a slot after `slot_wait` s.
+        The sync client is closed: every model request of the process then goes through the limit."""
+        self._shared = _Shared(client.with_options(timeout=_timeout(), max_retries=MAX_RETRIES), loop, slot_wait)
+        own, self.client = self.client, None
+        if own is not None:
+            own.close()
 
     # -- cache -----------------------------------------------------------------------------
     def _key(self, query: str) -> str:
@@ -149,6 +178,9 @@ class ModelRewriter:
         try:
             text, finished = self._ask(query[:MAX_QUERY_CHARS])
         except Exception as exc:  # any failure means plain search, never a failed answer
+            if _no_slot(exc):  # the model was not asked (busy with answers): no reason to rest
+                log.info("query rewrite not sent: no model slot free in time; searching without it")
+                return None
             with self._lock:
                 self._resting_until = time.monotonic() + COOLDOWN_SECONDS
             status = getattr(exc, "status_code", None)
@@ -162,12 +194,18 @@ class ModelRewriter:
 
     def _ask(self, query: str) -> tuple[str, bool]:
         """(the rewrite's cleaned lines, whether the model ended its reply itself)."""
-        message = self.client.messages.create(
-            model=self.model,
-            max_tokens=MAX_TOKENS,
-            system=SYSTEM_PROMPT,
-            messages=[{"role": "user", "content": query}],
-        )
+        request: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": MAX_TOKENS,
+            "system": SYSTEM_PROMPT,
+            "messages": [{"role": "user", "content": query}],
+        }
+        shared = self._shared
+        if shared is not None:
+            message = self._ask_shared(shared, request)
+        else:
+            assert self.client is not None
+            message = self.client.messages.create(**request)
         text = "\n".join(block.text for block in message.content if block.type == "text")
         lines = [_NUMBERING.sub("", line.strip()) for line in text.splitlines()]
         # The three lines asked for, no more: a reply that goes on (an answer, a canned text) adds
@@ -180,8 +218,45 @@ class ModelRewriter:
             kept = ""
         return kept, message.stop_reason == "end_turn"
 
+    def _ask_shared(self, shared: _Shared, request: dict[str, Any]) -> Message:
+        """The request on the bot's loop, through its limit; this (worker) thread waits for it."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is shared.loop:  # waiting here would block the very loop that must send it
+            raise RuntimeError("a shared query rewrite must be asked from a worker thread")
+
+        async def send() -> Message:
+            from bot.architect.limit import waiting_at_most
+
+            with waiting_at_most(shared.slot_wait):
+                return await shared.client.messages.create(**request)
+
+        future = asyncio.run_coroutine_threadsafe(send(), shared.loop)
+        try:
+            # Bounded even if the loop stops answering: the slot wait, then each try and its backoff.
+            return future.result(timeout=shared.slot_wait + (MAX_RETRIES + 1) * (TIMEOUT_SECONDS + 2.0))
+        except BaseException:
+            future.cancel()  # on the loop: gives back a slot it holds or waits for
+            raise
+
     def close(self) -> None:
-        self.client.close()
+        """Close the sync client (a shared client belongs to whoever shared it)."""
+        if self.client is not None:
+            self.client.close()
+
+
+def _no_slot(exc: BaseException) -> bool:
+    from bot.architect.limit import NoSlot
+
+    return isinstance(exc, NoSlot)
+
+
+def _timeout() -> anthropic.Timeout:
+    import anthropic
+
+    return anthropic.Timeout(TIMEOUT_SECONDS, connect=CONNECT_SECONDS)
 
 
 def build_rewriter(settings: Settings) -> ModelRewriter | None:
@@ -193,7 +268,7 @@ def build_rewriter(settings: Settings) -> ModelRewriter | None:
     client = anthropic.Anthropic(
         api_key=settings.anthropic_api_key.get_secret_value(),
         base_url=settings.anthropic_base_url or DEFAULT_BASE_URL,
-        timeout=anthropic.Timeout(TIMEOUT_SECONDS, connect=CONNECT_SECONDS),
+        timeout=_timeout(),
         max_retries=MAX_RETRIES,
     )
     return ModelRewriter(client, model=settings.model, db_path=settings.db_path)

@@ -204,6 +204,8 @@ class FakeAnthropic:
         self._changed = asyncio.Condition()
         self._gate = asyncio.Event()
         self._gate.set()
+        self._stream_gate = asyncio.Event()  # streamed replies only (see hold_streams)
+        self._stream_gate.set()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -226,6 +228,7 @@ class FakeAnthropic:
 
     async def stop(self) -> None:
         self._gate.set()
+        self._stream_gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -283,6 +286,14 @@ class FakeAnthropic:
 
     def resume(self) -> None:
         self._gate.set()
+
+    def hold_streams(self) -> None:
+        """Hold streamed replies (answers) before their first token until `release_streams()`;
+        other message requests are answered meanwhile. A held stream counts as in flight."""
+        self._stream_gate.clear()
+
+    def release_streams(self) -> None:
+        self._stream_gate.set()
 
     def reset(self) -> None:
         self._script.clear()
@@ -538,6 +549,7 @@ class FakeAnthropic:
                     await response.write_eof()
                     return response
             if name == "content_block_start" and not waited and data["content_block"]["type"] != "thinking":
+                await self._stream_gate.wait()
                 await self._first_token_wait(reply)
                 waited = True
             elif name == "content_block_delta" and chunk_delay > 0:
