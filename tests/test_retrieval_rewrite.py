@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from pathlib import Path
 
 import anthropic
@@ -87,6 +88,42 @@ async def test_rewrite_finds_the_other_language_and_is_cached(settings: Settings
     stored = plain._conn().execute("SELECT key, value FROM ix_rewrites").fetchall()  # type: ignore[union-attr]
     assert stored == [(f"v{PROMPT_VERSION}:{settings.model}:{normalise(QUESTION)}", REWRITE.strip())]
     plain.close()
+
+
+async def test_round_trips_outlive_the_process(settings: Settings, model: FakeAnthropic) -> None:
+    """A new process (a new Searcher on the same index) starts from the round trips the last one saw,
+    for the same model only, and not from old ones."""
+    model.script(Reply(text=REWRITE))
+    searcher = build_searcher(settings)
+    try:
+        await team_paths(searcher, QUESTION)
+        for _ in range(200):  # bounded: kept by the rewrite's thread right after the search got it
+            if rows(settings, "SELECT count(*) FROM ix_rewrite_latency")[0][0]:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        searcher.close()
+    again = build_searcher(settings)
+    try:
+        assert again.rewrites is not None
+        assert len(again.rewrites.latency.samples()) == 1
+    finally:
+        again.close()
+    other = build_searcher(settings.model_copy(update={"model": "claude-haiku-4-5"}))
+    assert other.rewrites is not None and other.rewrites.latency.samples() == []
+    other.close()
+    rows(settings, "UPDATE ix_rewrite_latency SET updated_at = updated_at - 2 * 86400")
+    stale = build_searcher(settings)
+    assert stale.rewrites is not None and stale.rewrites.latency.samples() == []
+    stale.close()
+
+
+def rows(settings: Settings, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(settings.db_path, isolation_level=None)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 async def test_model_failure_falls_back_to_plain_search(settings: Settings, model: FakeAnthropic) -> None:

@@ -120,6 +120,15 @@ def test_a_rewrite_with_no_model_call_teaches_nothing(latency: RewriteLatency, c
     assert latency.evidence() == []
 
 
+def test_round_trips_kept_by_an_earlier_process_are_known_from_the_start(clock: Clock) -> None:
+    latency = RewriteLatency(BUDGET, clock=clock, seen=[0.3] * 5)
+    burst = [latency.begin() for _ in range(3)]
+    # Not a burst on an unknown latency: each waits about as long as rewrites took before the restart.
+    assert [latency.wait(f) for f in burst] == pytest.approx([max(MIN_WAIT, SLACK * 0.3)] * 3)
+    latency.end(burst[0])
+    assert latency.samples() == pytest.approx([0.3] * 5 + [0.0])
+
+
 def test_no_budget_no_wait(clock: Clock) -> None:
     latency = RewriteLatency(0.0, clock=clock)
     assert latency.wait(latency.begin()) == 0.0

@@ -22,12 +22,17 @@ What it promises:
   the search goes on with the question alone. After a failure it rests for `COOLDOWN_SECONDS`
   rather than making every following question wait on a model that is down.
 - The model sees the question only: no passages, no settings, no secrets.
+- The recent round trips of its model calls (rewrite_wait.py) are kept in the index database too
+  (`ix_rewrite_latency`, per model; `round_trips` / `keep_round_trips`), so a new process knows
+  how long a rewrite is worth waiting for; older than `ROUND_TRIPS_MAX_AGE`, they are not used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import re
 import sqlite3
 import threading
@@ -54,6 +59,8 @@ MAX_REWRITE_CHARS = 600
 MAX_LINES = 3
 MAX_QUERY_CHARS = 2000
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+ROUND_TRIPS_MAX_AGE = 24 * 3600.0  # seconds: older round trips say little about the model now
+KEEP_EVERY = 10.0  # seconds: round trips are written at most this often (a burst writes them once or twice)
 _NUMBERING = re.compile(r"^(?:\d[.)]|[-*•])\s+")  # "1. ", "- ": list marks a model may add anyway
 
 SYSTEM_PROMPT = """\
@@ -107,6 +114,7 @@ class ModelRewriter:
         self.db_path = Path(db_path)
         self._shared: _Shared | None = None
         self._resting_until = 0.0
+        self._kept_at = -math.inf
         self._lock = threading.Lock()
 
     def share(self, client: anthropic.AsyncAnthropic, loop: asyncio.AbstractEventLoop, *, slot_wait: float) -> None:
@@ -152,6 +160,47 @@ class ModelRewriter:
             )
         except sqlite3.Error as exc:
             log.info("query rewrite not cached", extra={"error": type(exc).__name__})
+        finally:
+            conn.close()
+
+    def round_trips(self) -> list[float]:
+        """The round trips of this model's recent rewrites kept by an earlier process (or none)."""
+        conn = self._connect()
+        if conn is None:
+            return []
+        try:
+            row = conn.execute(
+                "SELECT samples, updated_at FROM ix_rewrite_latency WHERE model = ?", (self.model,)
+            ).fetchone()
+            if row is None or not isinstance(row[1], float | int) or time.time() - row[1] > ROUND_TRIPS_MAX_AGE:
+                return []
+            values = json.loads(row[0])
+        except (sqlite3.Error, ValueError):
+            return []
+        finally:
+            conn.close()
+        if not isinstance(values, list):
+            return []
+        return [float(v) for v in values if isinstance(v, float | int) and math.isfinite(v) and v >= 0]
+
+    def keep_round_trips(self, samples: list[float]) -> None:
+        """Store the recent round trips for the next process, at most every `KEEP_EVERY` seconds
+        (losing a write, or the last few round trips, is harmless)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._kept_at < KEEP_EVERY:
+                return
+            self._kept_at = now
+        conn = self._connect()
+        if conn is None:
+            return
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO ix_rewrite_latency (model, samples, updated_at) VALUES (?, ?, ?)",
+                (self.model, json.dumps([round(v, 4) for v in samples]), time.time()),
+            )
+        except sqlite3.Error as exc:
+            log.info("query rewrite round trips not kept", extra={"error": type(exc).__name__})
         finally:
             conn.close()
 

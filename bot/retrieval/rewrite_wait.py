@@ -19,6 +19,9 @@ take to arrive, never longer than `ARCHBOT_REWRITE_WAIT` (the budget):
 A rewrite that arrives after its search gave up still lands in the cache (for the thread's
 follow-ups and repeats) and still teaches the policy its round trip, so a model that gets fast
 again is waited for again.
+
+The round trips outlive the process when the rewriter keeps them (`ModelRewriter` does, in the
+index database): a restarted bot starts from the last ones it saw, not from knowing nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from bot.retrieval.rewrite import Rewriter, normalise
 
@@ -59,10 +62,17 @@ class RewriteLatency:
 
     `clock` is injectable (tests drive it by hand); nothing here sleeps."""
 
-    def __init__(self, budget: float, *, window: int = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        budget: float,
+        *,
+        window: int = WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+        seen: Iterable[float] = (),
+    ) -> None:
         self.budget = max(0.0, budget)
         self._clock = clock
-        self._samples: deque[float] = deque(maxlen=window)
+        self._samples: deque[float] = deque(seen, maxlen=window)  # `seen`: round trips an earlier process kept
         self._flights: set[_Flight] = set()
         self._lock = threading.Lock()
 
@@ -86,6 +96,11 @@ class RewriteLatency:
             flight.done = True
             self._flights.discard(flight)
             self._samples.append(now - flight.started)
+
+    def samples(self) -> list[float]:
+        """The recent round trips (oldest first), without the rewrites still in flight."""
+        with self._lock:
+            return list(self._samples)
 
     def forget(self, flight: _Flight) -> None:
         """No model call was made after all (a cached rewrite, a resting rewriter): no round trip to learn."""
@@ -157,6 +172,19 @@ class PendingRewrite:
                 self._latency.end(self._flight)
             self._known.set()
             self._done.set()
+            if self._flight is not None:
+                self._keep_round_trips()
+
+    def _keep_round_trips(self) -> None:
+        """Hand the round trips to a rewriter that keeps them for the next process (after the search
+        has the result: the write costs it nothing)."""
+        keep = getattr(self._rewriter, "keep_round_trips", None)
+        if not callable(keep):
+            return
+        try:
+            keep(self._latency.samples())
+        except Exception:
+            log.info("query rewrite round trips not kept", exc_info=True)
 
     def _needs_model(self) -> bool:
         needs = getattr(self._rewriter, "needs_model", None)
@@ -185,7 +213,7 @@ class Rewrites:
 
     def __init__(self, rewriter: Rewriter, budget: float, *, latency: RewriteLatency | None = None) -> None:
         self.rewriter = rewriter
-        self.latency = latency if latency is not None else RewriteLatency(budget)
+        self.latency = latency if latency is not None else RewriteLatency(budget, seen=_kept_round_trips(rewriter))
         self._early: OrderedDict[str, PendingRewrite] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -210,3 +238,15 @@ class Rewrites:
         if pending is not None and self.latency.now() - pending.started <= EARLY_TTL:
             return pending
         return PendingRewrite(self.rewriter, query, self.latency)
+
+
+def _kept_round_trips(rewriter: Rewriter) -> list[float]:
+    """The round trips an earlier process kept (`ModelRewriter.round_trips`), or none."""
+    kept = getattr(rewriter, "round_trips", None)
+    if not callable(kept):
+        return []
+    try:
+        return [float(v) for v in kept()]
+    except Exception:
+        log.info("query rewrite round trips not read", exc_info=True)
+        return []

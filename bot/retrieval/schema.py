@@ -9,6 +9,8 @@
   so unicode61 only has to split on the spaces we put there. rowid = `ix_chunks.id`.
 - `ix_rewrites`: cached model rewrites of questions (optional feature).
 - `ix_vectors` (m004): dense vectors of document outlines by content hash (optional: dense.py).
+- `ix_rewrite_latency` (m005): the recent round trips of model rewrites, per model, so a new
+  process knows how long a rewrite is worth waiting for (rewrite_wait.py).
 - `ix_files.status`, `.doc_date`, `.date_source` (m002): provenance shown to the model with each
   passage (see provenance.py).
 
@@ -90,6 +92,12 @@ def m004_vectors(db: Database) -> None:
     """Dense vectors (optional, dense.py): one float32 vector per embedded text, keyed by a hash of
     the model and the text, so unchanged documents keep theirs through re-indexing."""
     db.execute("CREATE TABLE ix_vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+
+@migrations()
+def m005_rewrite_latency(db: Database) -> None:
+    """The last round trips (seconds, a JSON array) of the model rewrites of each model, when written."""
+    db.execute("CREATE TABLE ix_rewrite_latency (model TEXT PRIMARY KEY, samples TEXT NOT NULL, updated_at REAL)")
 
 
 def migrate(db: Database) -> None:
