@@ -22,6 +22,8 @@ import io
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +125,44 @@ def assert_clean(slack: FakeSlack, model: FakeAnthropic, db_path: Path, logs: io
     assert_nowhere({"bot log stream": log_text, **caplog_surfaces(caplog)})
 
 
-# -- a mention in a thread where the credentials were pasted earlier --------------------------------
-@pytest.mark.parametrize("stream_mode", ["auto", "update"])
-async def test_a_thread_with_pasted_credentials_is_answered_without_them(
-    stream_mode: str,
+class CarelessBot:
+    """`async with careless_bot(**settings) as bot`: the bot against the fakes, the model scripted
+    to repeat the credentials (`careless`), logging as `archbot run` sets it up (JSON, DEBUG; caplog
+    sees each record before the bot's filter). Once the bot has stopped, every surface is searched
+    (`assert_clean`): a test that leaves the block normally has always been checked."""
+
+    def __init__(
+        self, tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, setup_logs: LogSetup, caplog: Any
+    ) -> None:
+        self.tmp_path, self.slack, self.model, self.setup_logs, self.caplog = tmp_path, slack, model, setup_logs, caplog
+
+    @asynccontextmanager
+    async def __call__(self, **overrides: Any) -> AsyncIterator[Bot]:
+        self.model.default_reply = careless
+        settings = bot_settings(self.tmp_path, self.slack, self.model, log_format="json", **overrides)
+        logs = self.setup_logs(settings, caplog_sees_raw_records=True)
+        async with running_bot(settings) as bot:
+            yield bot
+        assert_clean(self.slack, self.model, settings.db_path, logs, self.caplog)
+
+
+@pytest.fixture
+def careless_bot(
     tmp_path: Path,
     slack: FakeSlack,
     model: FakeAnthropic,
     bot_logging: LogSetup,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+) -> CarelessBot:
+    return CarelessBot(tmp_path, slack, model, bot_logging, caplog)
+
+
+# -- a mention in a thread where the credentials were pasted earlier --------------------------------
+@pytest.mark.parametrize("stream_mode", ["auto", "update"])
+async def test_a_thread_with_pasted_credentials_is_answered_without_them(
+    stream_mode: str, careless_bot: CarelessBot, slack: FakeSlack, model: FakeAnthropic
 ) -> None:
-    model.default_reply = careless
-    settings = bot_settings(tmp_path, slack, model, log_format="json", stream_mode=stream_mode)
-    logs = bot_logging(settings, caplog_sees_raw_records=True)
-    async with running_bot(settings) as bot:
+    async with careless_bot(stream_mode=stream_mode) as bot:
         parent = slack.add_message("C1", PASTE, user="U2")
         question = slack.add_message("C1", "<@UBOT> is this setup safe for production?", user="U1", thread_ts=parent.ts)
         event = mention_event(question.text, channel="C1", user="U1", ts=question.ts, thread_ts=parent.ts)
@@ -155,22 +181,13 @@ async def test_a_thread_with_pasted_credentials_is_answered_without_them(
         for kept in ("DB_PASSWORD=[redacted: password]", "postgres://app:[redacted: password]@db.internal"):
             assert kept in sent
 
-    assert_clean(slack, model, settings.db_path, logs, caplog)
-
 
 # -- a DM whose question itself carries them ------------------------------------------------------
 async def test_a_dm_question_with_a_credential_is_answered_without_it(
-    tmp_path: Path,
-    slack: FakeSlack,
-    model: FakeAnthropic,
-    bot_logging: LogSetup,  # noqa: F811
-    caplog: pytest.LogCaptureFixture,
+    careless_bot: CarelessBot, slack: FakeSlack
 ) -> None:
-    model.default_reply = careless
     slack.add_channel("D1", is_im=True, user="U1")
-    settings = bot_settings(tmp_path, slack, model, log_format="json")
-    logs = bot_logging(settings, caplog_sees_raw_records=True)
-    async with running_bot(settings) as bot:
+    async with careless_bot() as bot:
         msg = slack.add_message("D1", f"why does login fail with DB_PASSWORD={DB_PASSWORD}?\n{PASTE}", user="U1")
         event = message_event(msg.text, channel="D1", user="U1", ts=msg.ts, channel_type="im")
         assert (await post_event(url(bot), slack.signing_secret, event_callback(event)))[0] == 200
@@ -179,21 +196,12 @@ async def test_a_dm_question_with_a_credential_is_answered_without_it(
         stored = bot.store.query("SELECT text FROM jobs")[0]["text"]
         assert stored.startswith("why does login fail with DB_PASSWORD=[redacted: password]\n")
 
-    assert_clean(slack, model, settings.db_path, logs, caplog)
-
 
 # -- /arch-review, as text and as the modal ---------------------------------------------------------
 async def test_a_review_of_a_proposal_with_credentials_never_shows_them(
-    tmp_path: Path,
-    slack: FakeSlack,
-    model: FakeAnthropic,
-    bot_logging: LogSetup,  # noqa: F811
-    caplog: pytest.LogCaptureFixture,
+    careless_bot: CarelessBot, slack: FakeSlack
 ) -> None:
-    model.default_reply = careless
-    settings = bot_settings(tmp_path, slack, model, log_format="json")
-    logs = bot_logging(settings, caplog_sees_raw_records=True)
-    async with running_bot(settings) as bot:
+    async with careless_bot() as bot:
         text = f"Move sessions to Postgres with DB_PASSWORD={DB_PASSWORD}. {PASTE}"
         fields = slash_command_payload("/arch-review", text, user="U1", channel="C1")
         assert (await post_slash_command(url(bot), slack.signing_secret, fields))[0] == 200
@@ -218,8 +226,6 @@ async def test_a_review_of_a_proposal_with_credentials_never_shows_them(
         assert any("DB_PASSWORD=[redacted: password]" in m.text for m in parents)  # the title, shown redacted
         reviews = [m for m in slack.bot_messages("C1") if m.is_reply and "[redacted: password]" in message_text(m)]
         assert len(reviews) == 2
-
-    assert_clean(slack, model, settings.db_path, logs, caplog)
 
 
 # -- `archbot ask` with a key ---------------------------------------------------------------------
