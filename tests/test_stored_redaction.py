@@ -130,7 +130,8 @@ def test_a_sweep_redacts_what_an_older_install_stored(open_store: Opener, tmp_pa
 
 
 def test_every_free_text_column_is_swept() -> None:
-    """What the store's writers redact (bot/store.py) is what the sweep reads again."""
+    """The columns the store's writers redact (enqueue_many, record_answer, record_feedback) are the
+    ones swept; a new free-text column belongs in both places, and in this list."""
     assert dict(REDACTED_COLUMNS) == {
         "jobs": ("text", "meta"),
         "answers": ("question", "text", "topic", "decision"),
