@@ -257,7 +257,8 @@ class Settings(BaseSettings):
         8.0,
         gt=0,
         validation_alias=_alias("ARCHBOT_SHUTDOWN_GRACE"),
-        description="Seconds SIGTERM waits for jobs.",
+        description="Seconds SIGTERM waits for running jobs; the rest go back to the queue, and the process exits "
+        "within about a second more whatever Slack does.",
     )
 
     @field_validator("docs", "digest_channels_opt_in", mode="before")

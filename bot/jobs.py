@@ -9,8 +9,11 @@ Guarantees:
   other exception too; nothing escapes a worker.
 - A job interrupted by a crash is claimed again (orphan recovery at start, or its lease
   expiring); its reply message, if it had one, is edited rather than posted twice.
-- On shutdown, running jobs get `shutdown_grace` seconds to finish; the rest are put
-  back in the queue for the next start.
+- On shutdown, running jobs get `shutdown_grace` seconds to finish; the rest are cancelled
+  and put back in the queue (their lease released) for another replica or the next start. A
+  cancelled job makes no more Slack calls: its 👀, its open stream and its partial reply stay as
+  they are, and its next run (`Job.resumed`) stops that stream and edits that reply. So `stop()`
+  takes the grace plus about a second, however Slack behaves.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -63,9 +66,12 @@ from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 30.0
+CANCEL_SECONDS = 1.0  # a job cancelled at shutdown unwinds within this (it makes no Slack calls)
+REQUEUE_SECONDS = 2.0  # re-queueing at shutdown, at most (else the lease or orphan recovery does it)
 IDLE_POLL_SECONDS = 2.0  # one worker per replica looks this often (jobs whose lease expired, other replicas' jobs)
 HELP_TEXT = t("help.text")
 FOLLOW_UP_CHARS = 60  # a question shorter than this, in a thread, is searched with the thread's opening one
@@ -116,9 +122,11 @@ class Heartbeat:
                     log.warning("heartbeat failed", extra={"error": type(exc).__name__})
                 failing = True
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():  # a beat stuck on the database: the daemon thread ends with the process
+            return
         with contextlib.suppress(Exception):
             self.store.close()
 
@@ -159,6 +167,26 @@ def owner_is_dead(owner: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def shutting_down() -> bool:
+    """Whether the running task is being cancelled (a job cancelled by `JobRunner.stop`)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def to_the_end(work: Awaitable[T]) -> T:
+    """Await `work` to its end even when the task is cancelled meanwhile, then re-raise the
+    cancellation: what Slack already shows is recorded (a few store writes), not run again.
+    `JobRunner.stop` waits CANCEL_SECONDS for it before it re-queues what is left."""
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if not future.done():
+            with contextlib.suppress(Exception):
+                await future
+        raise
 
 
 def build_search_query(turns: list[Turn], question: str) -> str:
@@ -250,25 +278,44 @@ class JobRunner:
                 log.warning("orphan recovery failed", exc_info=True)
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming; let running jobs finish for `grace` seconds; re-queue the rest."""
+        """Stop claiming; let running jobs finish for `grace` seconds; cancel the rest and put them
+        back in the queue. Returns within `grace` + CANCEL_SECONDS + REQUEUE_SECONDS + 1 s."""
         self._stopping.set()
         self.wake.set(len(self._workers))
-        running = list(self.running.items())
+        running = dict(self.running)
+        pending: set[asyncio.Task[None]] = set()
         if running:
-            _done, pending = await asyncio.wait([t for _, t in running], timeout=grace)
-            for job_id, task in running:
-                if task in pending:
-                    task.cancel()
-                    with contextlib.suppress(Exception):
-                        await self.store.requeue_job(job_id)
-                    log.info("job re-queued at shutdown", extra={"job_id": job_id})
-            if pending:
-                await asyncio.wait(pending, timeout=2.0)
+            _done, pending = await asyncio.wait(running.values(), timeout=grace)
+        if pending:
+            for task in pending:
+                task.cancel()
+            # Cancelled jobs unwind without Slack calls; re-queued only then, so nothing they still
+            # write lands after the re-queue.
+            await asyncio.wait(pending, timeout=CANCEL_SECONDS)
+            left = [job_id for job_id, task in running.items() if task in pending]
+            await self._requeue(left)
         if self._heart is not None:
             await asyncio.to_thread(self._heart.stop)
-        for w in [*self._workers, *([self._replica] if self._replica else [])]:
+        others = [*self._workers, *([self._replica] if self._replica else [])]
+        for w in others:
             w.cancel()
-        await asyncio.gather(*self._workers, *([self._replica] if self._replica else []), return_exceptions=True)
+        await asyncio.wait(others, timeout=CANCEL_SECONDS) if others else None
+
+    async def _requeue(self, job_ids: list[int]) -> None:
+        """Put this process's unfinished jobs back in the queue, within REQUEUE_SECONDS; whatever is
+        not re-queued by then is resumed when its lease expires (or at this host's next start)."""
+
+        async def one(job_id: int) -> None:
+            try:
+                if await self.store.requeue_job(job_id, owner=self.owner):
+                    log.info("job re-queued at shutdown", extra={"job_id": job_id})
+            except Exception as exc:
+                log.warning("could not re-queue a job at shutdown", extra={"job_id": job_id, "error": str(exc)[:200]})
+
+        tasks = [asyncio.create_task(one(job_id)) for job_id in job_ids]
+        _done, late = await asyncio.wait(tasks, timeout=REQUEUE_SECONDS) if tasks else (set(), set())
+        if late:
+            log.warning("re-queueing at shutdown timed out; the lease will expire instead", extra={"jobs": len(late)})
 
     async def _worker(self, index: int) -> None:
         while not self._stopping.is_set():
@@ -325,18 +372,24 @@ class JobRunner:
             await self._run(job, started, extra)
         except asyncio.CancelledError:
             raise  # shutdown: the job is re-queued by stop()
-        except SlackPostError as exc:
+        except Exception as exc:
+            if shutting_down():  # a failure while unwinding a cancelled job: it is re-queued, not failed
+                raise asyncio.CancelledError from exc
+            await self._failed(job, exc, extra)
+        finally:
+            heartbeat.cancel()
+
+    async def _failed(self, job: Job, exc: Exception, extra: dict) -> None:
+        if isinstance(exc, SlackPostError):
             log.warning("slack refused the answer", extra={**extra, "error": exc.error})
             if job.thread_ts:  # nothing was posted there: the thread is not one the bot takes part in
                 await self.store.forget_thread(job.channel, job.thread_ts)
             await self._end(job, "failed", f"slack: {exc.error}", extra)
-        except Exception as exc:
-            # Slack's own failures were already retried over ARCHBOT_SLACK_RETRY_SECONDS by the client.
-            log.exception("job failed", extra=extra)
-            await self._post_failure(job, internal=True, extra=extra)
-            await self._end(job, "failed", type(exc).__name__, extra)
-        finally:
-            heartbeat.cancel()
+            return
+        # Slack's own failures were already retried over ARCHBOT_SLACK_RETRY_SECONDS by the client.
+        log.error("job failed", extra=extra, exc_info=exc)
+        await self._post_failure(job, internal=True, extra=extra)
+        await self._end(job, "failed", type(exc).__name__, extra)
 
     async def _give_up(self, job: Job, extra: dict) -> None:
         """A poison job: claimed more than MAX_ATTEMPTS times (each run died with its process).
@@ -380,9 +433,9 @@ class JobRunner:
                     metadata=message_metadata(job.id),
                 )
             finally:
-                if job.kind != "review":
+                if job.kind != "review" and not shutting_down():
                     await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
-            await self._end(job, "done", None, extra)
+            await to_the_end(self._end(job, "done", None, extra))
             return
         # The model rewrite of the search query goes out now, beside the work before the search
         # (reading the thread, Slack calls), when the query does not depend on the thread.
@@ -395,16 +448,16 @@ class JobRunner:
                 await self._resolve_channel_type(job)
             else:  # not a DM, whichever kind it is: nothing before the answer depends on it
                 typing = asyncio.create_task(self._resolve_channel_type(job), name=f"channel-type-{job.id}")
-        if job.kind != "review" and job.attempts > 1:
+        if job.kind != "review" and job.resumed:
             # The listener added it at enqueue; a resumed job (after a crash) may have lost it.
             await add_reaction(self.client, channel=job.channel, ts=job.ts, name=WORKING_REACTION)
-        if job.attempts > 1 and not job.reply_ts:
+        if job.resumed and not job.reply_ts:
             # Resumed: the crash may have come between Slack posting the reply and its ts being stored.
             job.reply_ts = await self._find_own(job, thread_ts=job.thread_ts, part=0)
             if job.reply_ts:
                 await self.store.set_reply_ts(job.id, job.reply_ts)
-        if job.reply_ts and job.attempts > 1:
-            # Resumed after a crash mid-answer: a stream left open would keep its partial text "live".
+        if job.reply_ts and job.resumed:
+            # Resumed after a crash or a shutdown mid-answer: a stream left open would keep its partial text "live".
             await stop_stream(self.client, channel=job.channel, ts=job.reply_ts, metadata=message_metadata(job.id))
         if job.channel_type == "im":
             await set_status(
@@ -431,16 +484,21 @@ class JobRunner:
             except ModelError as exc:
                 log.warning("model failed", extra={**extra, "status": exc.status})
                 ts = await poster.fail(*render.build_failure_message(lang=lang))
-                await self.store.record_answer(
-                    job=job,
-                    channel=job.channel,
-                    thread_ts=job.thread_ts,
-                    message_ts=ts,
-                    question=question,
-                    answer=Answer(kind="failure", text=t("failure.model", lang)),
-                    latency_ms=(time.monotonic() - started) * 1000,
-                )
-                await self._end(job, "failed", f"model: {exc.status}", extra)
+                status = exc.status
+
+                async def record_failure() -> None:
+                    await self.store.record_answer(
+                        job=job,
+                        channel=job.channel,
+                        thread_ts=job.thread_ts,
+                        message_ts=ts,
+                        question=question,
+                        answer=Answer(kind="failure", text=t("failure.model", lang)),
+                        latency_ms=(time.monotonic() - started) * 1000,
+                    )
+                    await self._end(job, "failed", f"model: {status}", extra)
+
+                await to_the_end(record_failure())
                 return
             if typing is not None:  # long done by now: the answer is recorded with its channel's kind
                 with contextlib.suppress(Exception):
@@ -456,42 +514,62 @@ class JobRunner:
                 log.warning("could not finish the answer", extra={**extra, "error": type(exc).__name__})
                 with contextlib.suppress(Exception):
                     await poster.fail(*render.build_failure_message(internal=True, lang=lang))
-                await self._end(job, "failed", f"slack: {getattr(exc, 'error', None) or type(exc).__name__}", extra)
+                error = f"slack: {getattr(exc, 'error', None) or type(exc).__name__}"
+                await to_the_end(self._end(job, "failed", error, extra))
                 return
-            first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
-            if first_text_ms is not None:
-                self.metrics.first_text_seconds.observe(first_text_ms / 1000)
-            await self.store.record_answer(
-                job=job,
-                channel=job.channel,
-                thread_ts=job.thread_ts,
-                message_ts=message_ts[-1],
-                question=question,
-                answer=answer,
-                latency_ms=(time.monotonic() - started) * 1000,
-                first_text_ms=first_text_ms,
-            )
-            for kind, n in (
-                ("input", answer.usage.input_tokens),
-                ("output", answer.usage.output_tokens),
-                ("cache_read", answer.usage.cache_read_input_tokens),
-                ("cache_creation", answer.usage.cache_creation_input_tokens),
-            ):
-                if n:
-                    self.metrics.tokens.labels(kind).inc(n)
-            await self._end(job, "done", None, extra)
+            # The answer is in the thread: recorded and ended even if shutdown cancels the job now.
+            await to_the_end(self._record(job, question, answer, message_ts[-1], poster, started, extra))
         except Exception:
-            if poster is not None:  # the stream its steps opened is known (stored) before a failure is shown
+            if poster is not None and not shutting_down():
+                # The stream its steps opened is known (stored) before a failure is shown.
                 await poster.settle()
             raise
         finally:
-            if typing is not None:
-                with contextlib.suppress(Exception):
-                    await typing
-            if job.kind != "review":
-                await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
-            if job.channel_type == "im":
-                await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status="")
+            if shutting_down():
+                # Cancelled at shutdown: re-queued as it stands. No Slack call here (Slack may be the
+                # reason it did not finish); the 👀 stays, and the next run takes the reply over.
+                if typing is not None:
+                    typing.cancel()
+                if poster is not None:
+                    await poster.abandon()
+            else:
+                await self._tidy(job, typing)
+
+    async def _tidy(self, job: Job, typing: asyncio.Task[None] | None) -> None:
+        """After the job's end: the 👀 comes off, a DM's "thinking" status is cleared."""
+        if typing is not None:
+            with contextlib.suppress(Exception):
+                await typing
+        if job.kind != "review":
+            await self.reactions.remove(self.client, channel=job.channel, ts=job.ts)
+        if job.channel_type == "im":
+            await set_status(self.client, channel=job.channel, thread_ts=job.thread_ts, status="")
+
+    async def _record(
+        self, job: Job, question: str, answer: Answer, message_ts: str, poster: ReplyPoster, started: float, extra: dict
+    ) -> None:
+        first_text_ms = (poster.first_visible_at - started) * 1000 if poster.first_visible_at is not None else None
+        if first_text_ms is not None:
+            self.metrics.first_text_seconds.observe(first_text_ms / 1000)
+        await self.store.record_answer(
+            job=job,
+            channel=job.channel,
+            thread_ts=job.thread_ts,
+            message_ts=message_ts,
+            question=question,
+            answer=answer,
+            latency_ms=(time.monotonic() - started) * 1000,
+            first_text_ms=first_text_ms,
+        )
+        for kind, n in (
+            ("input", answer.usage.input_tokens),
+            ("output", answer.usage.output_tokens),
+            ("cache_read", answer.usage.cache_read_input_tokens),
+            ("cache_creation", answer.usage.cache_creation_input_tokens),
+        ):
+            if n:
+                self.metrics.tokens.labels(kind).inc(n)
+        await self._end(job, "done", None, extra)
 
     def _poster(self, job: Job) -> ReplyPoster:
         async def remember(ts: str) -> None:
@@ -587,7 +665,7 @@ class JobRunner:
         if job.reply_ts or (job.thread_ts and job.thread_ts != job.ts):
             return job  # resumed: the thread already exists
         # Resumed after a crash that may have come right after the parent was posted: use that one.
-        parent = await self._find_own(job, thread_ts=None, part="parent") if job.attempts > 1 else None
+        parent = await self._find_own(job, thread_ts=None, part="parent") if job.resumed else None
         proposal = clean_text(job.text, bot_user_id=self.bot.user_id if self.bot else None)
         lang = detect_language(proposal)
         text = render.build_review_parent_text(

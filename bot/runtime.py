@@ -6,8 +6,9 @@ Socket Mode connection → digest scheduler and periodic re-index, and the store
 re-redaction when the credential detector is newer than the last one that swept it.
 
 Stop order (SIGTERM): stop intake first (Socket Mode disconnects; HTTP events get 503 so
-Slack redelivers them), give running jobs `ARCHBOT_SHUTDOWN_GRACE` seconds, re-queue what
-is left, close the rest. The whole drain stays under 10 s.
+Slack redelivers them), give running jobs `ARCHBOT_SHUTDOWN_GRACE` seconds, cancel and re-queue
+what is left (a cancelled job makes no Slack calls), close the rest, each step bounded: the whole
+stop takes the grace plus about a second, at most STOP_MARGIN seconds more.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SLACK_CHECK_SECONDS = 60.0
+CLOSE_SECONDS = 1.0  # each closing step at shutdown (Socket Mode, the HTTP server, a client), at most
+# What `Bot.stop` may take beyond ARCHBOT_SHUTDOWN_GRACE: the cancelled jobs' unwinding and re-queueing,
+# then the closing steps (bot/jobs.py CANCEL_SECONDS, REQUEUE_SECONDS; CLOSE_SECONDS each).
+STOP_MARGIN = 8.0
 
 
 def run_bot(settings: Settings) -> int:
@@ -266,34 +272,42 @@ class Bot:
             self.slack_ok = ok
 
     async def stop(self) -> None:
-        """Stop intake, drain or re-queue jobs, close everything."""
+        """Stop intake, drain or re-queue jobs, close everything: within ARCHBOT_SHUTDOWN_GRACE plus
+        STOP_MARGIN seconds whatever Slack, the model or the database do meanwhile."""
+        started = time.monotonic()
         self.stop_event.set()
         running = len(self.runner.running) if self.runner else 0
         log.info("shutting down: intake stopped, draining jobs", extra={"running": running})
         self.deps.accepting = False
+        # Socket Mode disconnects while the jobs drain (not before: that would take from the grace).
+        closing = asyncio.create_task(self._close_socket(), name="socket-close")
+        if self.runner is not None:
+            await self.runner.stop(grace=self.settings.shutdown_grace)
+        if self.intake is not None:
+            await self.intake.close()
+        for task in self._background:
+            task.cancel()
+        await asyncio.wait([closing, *self._background], timeout=CLOSE_SECONDS)
+        if self._web_runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._web_runner.cleanup(), timeout=CLOSE_SECONDS)
+        await self.close()
+        log.info("archbot stopped", extra={"seconds": round(time.monotonic() - started, 2)})
+
+    async def _close_socket(self) -> None:
         handler = self._socket_handler
         if handler is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(handler.close_async(), timeout=2.0)  # type: ignore[attr-defined]
-        if self.runner is not None:
-            await self.runner.stop(grace=self.settings.shutdown_grace)
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        if self._web_runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._web_runner.cleanup(), timeout=2.0)
-        await self.close()
-        log.info("archbot stopped")
+                await asyncio.wait_for(handler.close_async(), timeout=CLOSE_SECONDS)  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         """Release clients and the store (also after a failed start)."""
         if self._anthropic is not None:
             with contextlib.suppress(Exception):
-                await self._anthropic.close()  # type: ignore[attr-defined]
+                await asyncio.wait_for(self._anthropic.close(), timeout=CLOSE_SECONDS)  # type: ignore[attr-defined]
         if self.client.session is not None:
             with contextlib.suppress(Exception):
-                await self.client.session.close()
+                await asyncio.wait_for(self.client.session.close(), timeout=CLOSE_SECONDS)
         if self._searcher is not None:
             with contextlib.suppress(Exception):
                 self._searcher.close()  # type: ignore[attr-defined]

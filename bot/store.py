@@ -490,7 +490,8 @@ class Store:
         now = time.time()
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, started_at=?, owner=?"
+                "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?,"
+                " started_at=COALESCE(started_at, ?), owner=?"
                 " WHERE id = (SELECT id FROM jobs WHERE state='queued'"
                 "   OR (state='running' AND lease_until < ?) ORDER BY id LIMIT 1)"
                 " RETURNING *",
@@ -498,7 +499,13 @@ class Store:
             )
             names = [d[0] for d in cursor.description or ()]
             row = cursor.fetchone()
-            return _job(dict(zip(names, row, strict=True))) if row else None
+            if not row:
+                return None
+            job = _job(dict(zip(names, row, strict=True)))
+            # started_at keeps the first claim's time: a job that ran before (a crash, a lease that
+            # expired, a re-queue at shutdown) shows an earlier one.
+            job.resumed = job.attempts > 1 or row[names.index("started_at")] != now
+            return job
 
     def recover_orphans(self, *, owner: str, is_dead: Callable[[str], bool]) -> int:
         """Re-queue running jobs whose owning process is gone (a crash), without waiting out the lease."""
@@ -543,14 +550,17 @@ class Store:
             )
             return cursor.rowcount == 1
 
-    def requeue_job(self, job_id: int) -> None:
-        """Give a running job back to the queue (graceful shutdown)."""
+    def requeue_job(self, job_id: int, *, owner: str | None = None) -> bool:
+        """Give a running job back to the queue (graceful shutdown), with its attempt: a shutdown is
+        not the job's fault. With `owner`, only while that process still holds it (a job whose lease
+        expired may run elsewhere by now). False when it was not running (or not `owner`'s)."""
+        sql = "UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), lease_until=NULL"
+        sql += " WHERE id=? AND state='running'"
+        params: tuple[Any, ...] = (job_id,)
+        if owner is not None:
+            sql, params = sql + " AND owner=?", (job_id, owner)
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), lease_until=NULL"
-                " WHERE id=? AND state='running'",
-                (job_id,),
-            )
+            return db.execute(sql, params).rowcount == 1
 
     def get_job(self, job_id: int) -> Job | None:
         rows = self._rows("SELECT * FROM jobs WHERE id=?", (job_id,))

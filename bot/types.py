@@ -63,6 +63,7 @@ class Job:
     reply_ts: str | None = None  # set once a reply message exists (resume updates it, never re-posts)
     created_at: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. a slash command's response_url
+    resumed: bool = False  # claimed before (a crash, an expired lease, a re-queue at shutdown): tidy up first
 
 
 @dataclass

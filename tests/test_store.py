@@ -96,9 +96,13 @@ def test_claim_lease_finish(store: Store) -> None:
     store.extend_lease(a, lease_seconds=60)
     assert store.finish_job(a, state="done") is True
     assert store.finish_job(a, state="failed") is False  # ends once
-    store.requeue_job(b)
+    assert first.resumed is False and again.resumed is True  # claimed before: the job tidies up first
+    assert store.requeue_job(b, owner="w1") is False  # w2 holds it now: not w1's to give back
+    assert store.requeue_job(b, owner="w2") is True
     assert store.job_counts() == {"done": 1, "queued": 1}
     assert store.get_job(b).attempts == 1  # a shutdown re-queue gives the attempt back
+    resumed = store.claim_job(owner="w3")
+    assert resumed is not None and resumed.attempts == 2 and resumed.resumed is True
 
 
 def test_concurrent_enqueue_from_two_connections_makes_one_job(open_store: Opener) -> None:

@@ -247,6 +247,14 @@ class QuestionIntake:
         if taken is not None:
             self.after.later(lambda: self._follow_up(taken, client))
 
+    async def close(self, timeout: float = 0.5) -> None:
+        """Shutdown: the 👀 adds still on their way are dropped (the jobs are queued; their next run adds it)."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     def _follow_up(self, taken: Taken, client: AsyncWebClient) -> None:
         question = taken.question
         if taken.job_id is None or taken.reaction is None:

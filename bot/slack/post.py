@@ -654,6 +654,18 @@ class ReplyPoster:
             self._flusher = None
 
     # -- the end -------------------------------------------------------------------------
+    async def abandon(self) -> None:
+        """Shutdown: stop at once, sending nothing more. Slack keeps what it shows (an open stream,
+        a partial answer); the job's next run stops that stream and edits that message."""
+        self._closed = True
+        self._closed_event.set()
+        self._step_chunks.clear()
+        tasks = [t for t in (self._flusher, self._step_sender) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=0.5)
+
     async def finish(self, parts: list[tuple[str, list[dict]]]) -> list[str]:
         """Show the final answer: `parts` are (fallback text, blocks) per message. Returns their ts."""
         await self._close_flusher()
