@@ -235,6 +235,14 @@ class Settings(BaseSettings):
         description="How long Slack 5xx answers and connection errors are retried (with backoff) before a "
         "job gives up and says so.",
     )
+    slack_start_seconds: float = Field(
+        300.0,
+        ge=0,
+        validation_alias=_alias("ARCHBOT_SLACK_START_SECONDS"),
+        description="How long `run` keeps trying to reach Slack at start (auth.test, with backoff up to 30 s, "
+        "each failure logged) before it exits 1; meanwhile /healthz answers and /readyz reports `slack: false`. "
+        "0: exit at the first failure.",
+    )
     stream_mode: Literal["auto", "stream", "update"] = Field(
         "auto",
         validation_alias=_alias("ARCHBOT_STREAM_MODE"),

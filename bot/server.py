@@ -4,9 +4,11 @@
 - `GET /readyz`: 200 only when the database takes a write (not gone, read-only or locked), Slack
   `auth.test` succeeded and the workers run; otherwise 503 with the failing checks named.
 - `GET /metrics`: Prometheus text.
-- `POST /slack/events` (HTTP mode only): the signature is checked on the raw body before
-  anything is parsed (forged, stale or unsigned → 401), then the body must be a Slack request
-  (a JSON object, or a form) or it gets 400; only then is it handed to Bolt
+- `POST /slack/events` (HTTP mode only): 503 while the bot is starting (the port answers health
+  checks while start-up waits for Slack; `EventsRoute`), so Slack redelivers. Then the signature
+  is checked on the raw body before anything is parsed (forged, stale or unsigned → 401), then
+  the body must be a Slack request (a JSON object, or a form) or it gets 400; only then is it
+  handed to Bolt
   (`bot/slack/intake.py`). Rejections are counted in `archbot_requests_rejected`, never 500.
 
   The fast path: a signed `event_callback` carrying an `app_mention` or `message` event (every
@@ -52,6 +54,19 @@ class Readiness:
         return out
 
 
+@dataclass
+class EventsRoute:
+    """What `POST /slack/events` hands requests to. Registered with the HTTP server at start, bound
+    once the bot has started: until then every request is refused with 503 and Slack redelivers it."""
+
+    signing_secret: str
+    bolt: AsyncApp | None = None
+    intake: QuestionIntake | None = None
+
+    def bind(self, bolt: AsyncApp, intake: QuestionIntake | None) -> None:
+        self.bolt, self.intake = bolt, intake
+
+
 MAX_BODY = 2 * 1024 * 1024
 FAST_EVENTS = frozenset({"app_mention", "message"})
 
@@ -90,7 +105,9 @@ def build_web_app(
     bolt: AsyncApp | None,
     signing_secret: str | None = None,
     intake: QuestionIntake | None = None,
+    events: EventsRoute | None = None,
 ) -> web.Application:
+    """The HTTP side. HTTP-mode events go to `bolt` (and `intake`), or to `events` when they are bound later."""
     app = web.Application(client_max_size=MAX_BODY)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -110,10 +127,15 @@ def build_web_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
 
-    if bolt is not None:
+    if events is None and bolt is not None:
         if not signing_secret:
             raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET")
-        verifier = SignatureVerifier(signing_secret)
+        events = EventsRoute(signing_secret, bolt, intake)
+    if events is not None:
+        if not events.signing_secret:
+            raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET")
+        route = events
+        verifier = SignatureVerifier(events.signing_secret)
         rejections = RateLimitedLog()
 
         def reject(reason: str, status: int) -> web.Response:
@@ -122,9 +144,10 @@ def build_web_app(
             rejections.note(reason, f"Slack request rejected: {reason}{hint}")
             return web.Response(status=status, text="invalid request" if status != 401 else "unauthorized")
 
-        async def fast_event(request: web.Request, body: dict[str, Any], started: float) -> web.StreamResponse:
+        async def fast_event(
+            request: web.Request, body: dict[str, Any], started: float, bolt: AsyncApp, intake: QuestionIntake
+        ) -> web.StreamResponse:
             """A message event: stored, then acked; what follows waits for the burst's acks."""
-            assert intake is not None and bolt is not None
             if screen(body, metrics) is not None:
                 metrics.ack_seconds.observe(time.perf_counter() - started)
                 return web.Response(status=200)  # a shape no listener handles: ack and ignore
@@ -151,6 +174,9 @@ def build_web_app(
             # The ack clock runs from the request reaching this handler to the response written,
             # Bolt's own work (signature, parsing, middleware, listener) included.
             started = time.perf_counter()
+            bolt, intake = route.bolt, route.intake
+            if bolt is None:  # still starting (waiting for Slack): Slack redelivers
+                return web.Response(status=503, text="starting")
             with intake.after.acking() if intake is not None else contextlib.nullcontext():
                 try:
                     raw = await request.read()
@@ -161,7 +187,7 @@ def build_web_app(
                 if intake is not None:
                     body = message_event_body(raw)
                     if body is not None:
-                        return await fast_event(request, body, started)
+                        return await fast_event(request, body, started, bolt, intake)
                 bolt_request = parse_http_body(raw, query=request.query_string, headers=request.headers)
                 if bolt_request == "malformed":
                     return reject("malformed", 400)

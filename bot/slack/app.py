@@ -25,17 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def build_client(
-    settings: Settings, *, timeout: int = 30, session: aiohttp.ClientSession | None = None
+    settings: Settings, *, timeout: int = 30, session: aiohttp.ClientSession | None = None, retry: bool = True
 ) -> AsyncWebClient:
     """The Web API client. Pass a `session` (made inside the running loop) in long-lived processes:
-    without one slack_sdk opens a new session, TCP connection and DNS lookup for every call."""
+    without one slack_sdk opens a new session, TCP connection and DNS lookup for every call.
+    `retry=False`: one try per call, at most `timeout` seconds (a probe that must answer quickly)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return ArchbotWebClient(
         token=token,
         base_url=settings.slack_api_url,
         timeout=timeout,
         session=session,
-        retry_handlers=build_retry_handlers(settings.slack_retry_seconds),
+        retry_handlers=build_retry_handlers(settings.slack_retry_seconds) if retry else [],
         retry_window=settings.slack_retry_seconds,
     )
 
