@@ -46,18 +46,22 @@ def job_tasks() -> list[str]:
     return sorted(t.get_name() for t in asyncio.all_tasks() if not t.done() and t.get_name().startswith(JOB_TASKS))
 
 
+@pytest.mark.parametrize("socket_mode", [False, True], ids=["http", "socket"])
 @pytest.mark.parametrize("slack_fault", ["gone", "hung"])
 async def test_stop_with_slack_away_mid_answer_requeues_the_job_and_the_next_start_answers_once(
-    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, slack_fault: str
+    tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, slack_fault: str, socket_mode: bool
 ) -> None:
     model.pause()
-    bot = Bot(bot_settings(tmp_path, slack, model))
+    bot = Bot(bot_settings(tmp_path, slack, model, socket_mode=socket_mode))
     await bot.start(index=False)
     stopped = False
     try:
         parent = slack.add_message("C1", "<@UBOT> how do we keep a slow downstream from taking us down?", user="U1")
         payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
-        assert (await post_event(f"http://127.0.0.1:{bot.port}", slack.signing_secret, payload))[0] == 200
+        if socket_mode:  # the Socket Mode connection is closed at stop too, with Slack away
+            await slack.wait_for_ack(await slack.socket_send_event(payload))
+        else:
+            assert (await post_event(f"http://127.0.0.1:{bot.port}", slack.signing_secret, payload))[0] == 200
         await model.wait_for_count(1)  # the model is writing the answer
         # The reply exists (the work's steps opened its stream) and the job knows it.
         reply_ts = await slack.wait_for(lambda f: (lambda j: j and j.reply_ts)(bot.store.get_job(1)))
@@ -89,7 +93,7 @@ async def test_stop_with_slack_away_mid_answer_requeues_the_job_and_the_next_sta
     else:
         for gate in gates:
             gate.set()
-    async with running_bot(bot_settings(tmp_path, slack, model)) as again:
+    async with running_bot(bot_settings(tmp_path, slack, model, socket_mode=socket_mode)) as again:
         answers = await wait_answers(slack, "C1", parent.ts)
         await slack.wait_for(lambda f: again.store.job_counts() == {"done": 1})
     assert [a.ts for a in answers] == [reply_ts]
