@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -65,6 +65,9 @@ from bot.store import MAX_ATTEMPTS, Store
 from bot.store_async import AsyncStore
 from bot.types import Answer, Hit, Job, Turn
 
+if TYPE_CHECKING:
+    from bot.architect.limit import AdaptiveLimit, Reservation
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -83,8 +86,10 @@ class WorkSignal:
 
     def __init__(self) -> None:
         self._sem = asyncio.Semaphore(0)
+        self.pending = 0  # signals no worker has taken yet (about that many jobs wait for a claim)
 
     def set(self, times: int = 1) -> None:
+        self.pending += times
         for _ in range(times):
             self._sem.release()
 
@@ -92,9 +97,10 @@ class WorkSignal:
         """True when signalled, False after `timeout` seconds (None: only a signal ends the wait)."""
         try:
             await asyncio.wait_for(self._sem.acquire(), timeout=timeout)
-            return True
         except TimeoutError:
             return False
+        self.pending = max(0, self.pending - 1)
+        return True
 
 
 class Heartbeat:
@@ -213,6 +219,7 @@ class JobRunner:
         wake: WorkSignal,
         bot: BotIdentity | None = None,
         reactions: WorkingReactions | None = None,
+        model_limit: AdaptiveLimit | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -223,6 +230,12 @@ class JobRunner:
         self.wake = wake
         self.bot = bot
         self.reactions = reactions or WorkingReactions()  # the intake's, when it runs in this process
+        # Each job keeps a model slot for its answer from its start until the answer is asked for,
+        # so the optional rewrites a burst starts early never take the slots its answers need.
+        self.model_limit = model_limit
+        if model_limit is not None:
+            model_limit.expected = lambda: self.wake.pending
+        self._reservations: dict[int, Reservation] = {}
         self.owner = process_owner()
         self.names = NameResolver(client, store)
         self.channel_kinds = ChannelKinds(client)
@@ -368,6 +381,8 @@ class JobRunner:
             await self._give_up(job, extra)
             return
         heartbeat = asyncio.create_task(self._heartbeat(job))
+        if self.model_limit is not None and self.responder is not None:
+            self._reservations[job.id] = self.model_limit.reserve()
         try:
             await self._run(job, started, extra)
         except asyncio.CancelledError:
@@ -378,6 +393,12 @@ class JobRunner:
             await self._failed(job, exc, extra)
         finally:
             heartbeat.cancel()
+            self._release_slot(job)
+
+    def _release_slot(self, job: Job) -> None:
+        reservation = self._reservations.pop(job.id, None)
+        if reservation is not None:
+            reservation.release()
 
     async def _failed(self, job: Job, exc: Exception, extra: dict) -> None:
         if isinstance(exc, SlackPostError):
@@ -653,6 +674,7 @@ class JobRunner:
 
             return retrieval_only_answer(question, hits, lang=lang)
         model_started = time.monotonic()
+        self._release_slot(job)  # the answer's request takes a slot of its own now
         try:
             return await self.responder.respond(
                 turns=turns, hits=hits, on_text=poster.update, mode="review" if job.kind == "review" else "chat"

@@ -235,6 +235,7 @@ class Bot:
             wake=self.deps.wake,
             reactions=self.deps.reactions,
             bot=bot,  # type: ignore[arg-type]
+            model_limit=self.model_limit,  # type: ignore[arg-type]
         )
         await self.runner.start()
 

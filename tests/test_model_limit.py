@@ -11,8 +11,10 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.architect.limit import AdaptiveLimit
+from bot.config import Settings
 from tests.conftest import bot_settings, running_bot
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.signing import post_event
@@ -128,3 +130,78 @@ async def test_a_request_with_a_timeout_gives_up_its_place_and_holds_no_slot() -
     limit.release("ok")  # the slot goes to the one still waiting, not to the one that gave up
     await asyncio.wait_for(later, 1)
     assert limit.in_flight == 1 and limit.waiting == (0, 0)
+
+
+async def test_optional_requests_leave_the_reserved_slots_to_answers_on_their_way() -> None:
+    """A job keeps a slot for its answer from its start; an optional request (a rewrite) takes
+    only what is left beside the reservations and the jobs about to be claimed."""
+    limit = AdaptiveLimit(3, clock=Clock())
+    jobs = [limit.reserve(), limit.reserve()]
+    await limit.acquire(urgent=False, optional=True, timeout=0)  # 0 in flight + 2 kept < 3: allowed
+    with pytest.raises(TimeoutError):
+        await limit.acquire(urgent=False, optional=True, timeout=0)  # 1 + 2 = 3: none left beside them
+    rewrite = asyncio.create_task(limit.acquire(urgent=False, optional=True))
+    await asyncio.sleep(0)
+    assert limit.waiting == (0, 1)
+    # An answer (the one a reservation was kept for) is not held back by the reservations.
+    await limit.acquire(urgent=True, timeout=0)
+    assert not rewrite.done() and limit.in_flight == 2
+    jobs[0].release()  # its request went out
+    jobs[0].release()  # twice is harmless
+    assert limit.reserved == 1 and not rewrite.done()  # 2 in flight + 1 kept: still none to spare
+    limit.release("ok")
+    await asyncio.wait_for(rewrite, 1)
+    assert limit.in_flight == 2
+    jobs[1].release()
+    assert limit.reserved == 0
+
+    expected = [3]
+    burst = AdaptiveLimit(3, clock=Clock())
+    burst.expected = lambda: expected[0]  # a burst's jobs, signalled and not claimed yet
+    with pytest.raises(TimeoutError):
+        await burst.acquire(urgent=False, optional=True, timeout=0)
+    await burst.acquire(urgent=False, timeout=0)  # a record is not optional
+    expected[0] = 1
+    await burst.acquire(urgent=False, optional=True, timeout=0)  # 1 + 0 + 1 < 3
+    assert burst.in_flight == 2
+
+
+async def test_an_answer_takes_the_slot_of_an_optional_request_still_waiting_for_its_reply(tmp_path: Path) -> None:
+    """The real SDK through the limit, one slot: a slow optional request (a rewrite) holds it; an
+    answer arriving then gets it at once, the optional request is abandoned (`Preempted`, a
+    `NoSlot`: the rewrite is skipped) and the model sees it go (no longer in flight)."""
+    from bot.architect.client import build_anthropic_client
+    from bot.architect.limit import NoSlot, waiting_at_most
+    from tests.fakes.anthropic import DEFAULT_API_KEY, Reply, default_reply
+
+    async with FakeAnthropic() as model:
+        model.default_reply = lambda body: (
+            default_reply(body) if body.get("stream") else Reply(text="late", delay_first_token=60.0)
+        )
+        limit = AdaptiveLimit(1)
+        settings = Settings(
+            db_path=tmp_path / "archbot.db", anthropic_api_key=DEFAULT_API_KEY, anthropic_base_url=model.base_url
+        )
+        client = build_anthropic_client(settings, limit=limit)
+        try:
+
+            async def rewrite() -> None:
+                with waiting_at_most(5.0):
+                    await client.messages.create(
+                        model=settings.model, max_tokens=50, messages=[{"role": "user", "content": "rewrite me"}]
+                    )
+
+            optional = asyncio.create_task(rewrite())
+            await model.wait_in_flight(1)
+            async with client.messages.stream(
+                model=settings.model, max_tokens=200, messages=[{"role": "user", "content": "the question"}]
+            ) as stream:
+                text = await stream.get_final_text()
+            assert text
+            with pytest.raises(NoSlot):
+                await optional
+            await model.wait_in_flight(0)  # the model saw it go: it ended there too
+            assert limit.in_flight == 0
+            assert [r.stream for r in model.message_requests] == [False, True]  # not sent again
+        finally:
+            await client.close()

@@ -12,6 +12,18 @@ request of every job of this process passes through the same one, retries includ
 streamed answer holds its slot until its body is fully read. It is exposed as the
 `archbot_model_concurrency_limit` gauge, with `archbot_model_in_flight`.
 
+Slots are kept for answers on their way: a job that will ask the model holds a reservation from
+its start until its answer's request is sent (`reserve()`), and optional requests (the rewrite,
+sent within `waiting_at_most`) start only while the slots in flight plus those reserved leave
+room (jobs signalled but not yet claimed count as reserved too). Jobs that arrive after the
+rewrites took their slots are served all the same: an answer (or its record) that finds no free
+slot takes one from an optional request still waiting for the model's reply, which is abandoned
+(`Preempted`, as if it had found no slot: the search goes on without it). Without this, a burst's
+rewrites (started as each job is claimed) took the slots its answers needed a moment later, and
+the answers queued behind them for a whole rewrite round trip: 40 mentions at once with a 2 s
+model, the answers' requests went out 2.5 s after the events instead of under 1 s
+(bench/vs_template.py).
+
 A request that is only worth making soon (the query rewrite, bot/retrieval/rewrite.py) is sent
 inside `waiting_at_most(seconds)`: if no slot is free by then it is not sent at all, and the call
 raises `NoSlot` (an `AnthropicError` the SDK does not retry).
@@ -45,6 +57,10 @@ class NoSlot(anthropic.AnthropicError):
     """No slot of the limit was free within the time the request was worth waiting: it was not sent."""
 
 
+class Preempted(NoSlot):
+    """An optional request gave its slot up to an answer before the model replied: abandoned."""
+
+
 @contextlib.contextmanager
 def waiting_at_most(seconds: float) -> Iterator[None]:
     """Model requests made inside (in this task) wait at most `seconds` from now for a slot; a
@@ -71,12 +87,21 @@ class AdaptiveLimit:
         self.floor = max(1, min(floor, self.ceiling))
         self.limit = float(self.ceiling)
         self.in_flight = 0
+        self.reserved = 0  # answers on their way (jobs before their model request): see `reserve`
+        # Jobs about to start (signalled, not yet claimed): kept free too (JobRunner sets it).
+        self.expected: Callable[[], int] = lambda: 0
+        self._optional: list[asyncio.Future[None]] = []  # one per optional request in flight: set = give it up
         self.overloads = 0
         self._clock = clock
         self._on_change = on_change
-        # Two queues: answers being streamed first (someone waits for the first words), then the rest
-        # (the record of an answer already shown, rewrites).
-        self._waiters: tuple[collections.deque[asyncio.Future[None]], ...] = (collections.deque(), collections.deque())
+        # Three queues, served in order: answers being streamed (someone waits for the first words),
+        # then the rest of an answer (its record), then optional requests (rewrites), which also
+        # leave the reserved slots free.
+        self._waiters: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),
+            collections.deque(),
+            collections.deque(),
+        )
         self._paused_until = 0.0
         self._cut_at = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
@@ -88,22 +113,35 @@ class AdaptiveLimit:
     @property
     def waiting(self) -> tuple[int, int]:
         """Requests queued for a slot: (urgent, others)."""
-        urgent, others = self._waiters
-        return sum(not f.done() for f in urgent), sum(not f.done() for f in others)
+        urgent, others, optional = self._waiters
+        return sum(not f.done() for f in urgent), sum(not f.done() for f in [*others, *optional])
 
-    async def acquire(self, *, urgent: bool = True, timeout: float | None = None) -> None:
-        """Wait for a slot: first come, first served, urgent requests before the others. With a
-        `timeout`, raise TimeoutError (holding no slot) when none was granted within it."""
-        if not any(self._waiters) and self._can_start():
+    def reserve(self) -> Reservation:
+        """Keep a slot for an answer still being prepared: other requests leave it free."""
+        self.reserved += 1
+        return Reservation(self)
+
+    def _unreserve(self) -> None:
+        self.reserved = max(0, self.reserved - 1)
+        self._wake()
+
+    async def acquire(self, *, urgent: bool = True, timeout: float | None = None, optional: bool = False) -> None:
+        """Wait for a slot: first come, first served, urgent requests before the others, optional ones
+        last (and only beside the reserved slots). With a `timeout`, raise TimeoutError (holding no
+        slot) when none was granted within it."""
+        kind = 0 if urgent else 2 if optional else 1
+        if not any(self._waiters[: kind + 1]) and self._can_start(kind):
             self.in_flight += 1
             self._changed()
             return
         if timeout is not None and timeout <= 0:
             raise TimeoutError
-        queue = self._waiters[0 if urgent else 1]
+        queue = self._waiters[kind]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(future)
-        self._schedule_wake()
+        self._wake()
+        if kind < 2 and not future.done() and self._clock() >= self._paused_until:
+            self._preempt()
         try:
             async with asyncio.timeout(timeout):
                 await future
@@ -113,6 +151,23 @@ class AdaptiveLimit:
             elif future in queue:
                 queue.remove(future)
             raise
+
+    def optional_hold(self) -> asyncio.Future[None]:
+        """For an optional request in flight: resolved when an answer needs its slot."""
+        hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._optional.append(hold)
+        return hold
+
+    def drop_hold(self, hold: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._optional.remove(hold)
+
+    def _preempt(self) -> None:
+        """Ask the newest optional request still waiting for its reply to give its slot up."""
+        for hold in reversed(self._optional):
+            if not hold.done():
+                hold.set_result(None)
+                return
 
     def release(self, outcome: Outcome, *, retry_after: float | None = None) -> None:
         """Give a slot back, saying how the request went."""
@@ -139,17 +194,23 @@ class AdaptiveLimit:
         self._changed()
         self._wake()
 
-    def _can_start(self) -> bool:
-        return self.in_flight < self.allowed and self._clock() >= self._paused_until
+    def _can_start(self, kind: int) -> bool:
+        if self._clock() < self._paused_until:
+            return False
+        if kind == 2:  # optional: beside the slots that answers on their way will need
+            return self.in_flight + self.reserved + max(0, self.expected()) < self.allowed
+        return self.in_flight < self.allowed
 
     def _wake(self) -> None:
-        while any(self._waiters) and self._can_start():
-            queue = self._waiters[0] or self._waiters[1]
-            future = queue.popleft()
-            if future.done():
-                continue
+        while True:
+            for queue in self._waiters:
+                while queue and queue[0].done():  # gave up or was cancelled while queued
+                    queue.popleft()
+            kind = next((k for k, queue in enumerate(self._waiters) if queue), None)
+            if kind is None or not self._can_start(kind):
+                break  # the head waits, and everything behind it
+            self._waiters[kind].popleft().set_result(None)
             self.in_flight += 1
-            future.set_result(None)
         self._changed()
         self._schedule_wake()
 
@@ -171,6 +232,21 @@ class AdaptiveLimit:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change(self)
+
+
+class Reservation:
+    """A slot kept for an answer on its way (`AdaptiveLimit.reserve`); `release()` once its request
+    is about to be sent, or when the job ends without one. Releasing twice is harmless."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self._limit: AdaptiveLimit | None = limit
+
+    def release(self) -> None:
+        limit, self._limit = self._limit, None
+        if limit is not None:
+            limit._unreserve()
 
 
 def retry_after_seconds(headers: httpx2.Headers) -> float | None:
@@ -228,11 +304,14 @@ class LimitedTransport(httpx2.AsyncBaseTransport):
         deadline = _slot_deadline.get()
         timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
         try:
-            await self.limit.acquire(urgent=_is_stream(request), timeout=timeout)
+            await self.limit.acquire(urgent=_is_stream(request), timeout=timeout, optional=deadline is not None)
         except TimeoutError:
             raise NoSlot("no model request slot was free in time: not sent") from None
         try:
-            response = await self.inner.handle_async_request(request)
+            if deadline is None:
+                response = await self.inner.handle_async_request(request)
+            else:
+                response = await self._optional_request(request)
         except BaseException:
             self.limit.release("other")
             raise
@@ -252,6 +331,25 @@ class LimitedTransport(httpx2.AsyncBaseTransport):
             extensions=response.extensions,
             request=request,
         )
+
+    async def _optional_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send an optional request, abandoning it if an answer needs its slot before the reply."""
+        hold = self.limit.optional_hold()
+        sending = asyncio.ensure_future(self.inner.handle_async_request(request))
+        try:
+            await asyncio.wait({sending, hold}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(BaseException):
+                    await sending
+                if sending.cancelled() or sending.exception() is not None:
+                    raise Preempted("gave its model request slot up to an answer: abandoned")
+            return sending.result()  # (the reply came just as it was given up: used after all)
+        except BaseException:
+            sending.cancel()
+            raise
+        finally:
+            self.limit.drop_hold(hold)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -216,7 +216,9 @@ class FakeAnthropic:
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_get("/v1/models", self._models_list)
         app.router.add_get("/v1/models/{model_id}", self._models_get)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A client that goes away ends its request, as the API stops generating for it: no longer in
+        # flight (a request the bot abandons frees the concurrency it took).
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -331,6 +333,16 @@ class FakeAnthropic:
                 self._changed.wait_for(lambda: sum(r.path == path for r in self.requests) >= n), timeout
             )
 
+    async def wait_in_flight(self, n: int, *, timeout: float = WAIT_SECONDS) -> None:
+        """Until exactly `n` message requests are being answered (a request whose client went away
+        ends as the server notices)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.in_flight == n), timeout)
+
+    async def _flight_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
     # -- handlers ------------------------------------------------------------------------
     async def _record(self, request: web.Request) -> RecordedRequest:
         raw = await request.read()
@@ -386,6 +398,7 @@ class FakeAnthropic:
         self.usages.append(usage)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        await self._flight_changed()
         try:
             if body.get("stream"):
                 return await self._stream(request, message, reply, fault)
@@ -393,6 +406,7 @@ class FakeAnthropic:
             return web.json_response(message, headers=_request_id_header(message))
         finally:
             self.in_flight -= 1
+            asyncio.get_running_loop().create_task(self._flight_changed())
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
         record = await self._record(request)
