@@ -121,7 +121,10 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         validation_alias=_alias("ARCHBOT_PORT"),
-        description="HTTP port: `/slack/events` (HTTP mode), `/healthz`, `/readyz`, `/metrics`.",
+        description=(
+            "HTTP port: `/slack/events` (HTTP mode), `/healthz`, `/readyz`, `/metrics`;"
+            " 0: one the OS picks, logged at start (`serving http`)."
+        ),
     )
     digest_channel: str | None = Field(
         None,

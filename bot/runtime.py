@@ -284,6 +284,7 @@ class Bot:
         await site.start()
         sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        log.info("serving http", extra={"port": self.port})  # the port bound (ARCHBOT_PORT=0: one the OS picked)
 
     async def _reach_slack(self) -> Any:
         """`auth.test` until Slack answers it, with backoff, for ARCHBOT_SLACK_START_SECONDS. Each

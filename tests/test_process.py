@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -23,12 +25,13 @@ from tests.helpers import answers_in, wait_answers
 
 
 def free_port() -> int:
+    """A port free now (the benches'): not bound for you, so another socket may take it before you do."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def bot_env(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, port: int) -> dict[str, str]:
+def bot_env(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "ARCHBOT_"))}
     env.update(
         {
@@ -38,6 +41,8 @@ def bot_env(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, port: int) -
             "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789abcdef",
             "ANTHROPIC_BASE_URL": model.base_url,
             "ARCHBOT_DB": str(tmp_path / "archbot.db"),
+            # 0 (the tests): the bot binds a port the OS picks and logs it (`bound_port`). A port found
+            # free here and bound by the bot a second later may be taken meanwhile by another socket.
             "ARCHBOT_PORT": str(port),
             "ARCHBOT_REINDEX_MINUTES": "0",
             "ARCHBOT_SHUTDOWN_GRACE": "6",
@@ -47,7 +52,25 @@ def bot_env(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic, port: int) -
     return env
 
 
-async def start_bot(env: dict[str, str], port: int, log: Path) -> asyncio.subprocess.Process:
+async def bound_port(proc: asyncio.subprocess.Process, log: Path, offset: int = 0) -> int:
+    """The port `archbot run` bound, from its `serving http` log line (written after `offset`)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise AssertionError(f"bot exited early: {log.read_text()[-2000:]}")
+        for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("message") == "serving http":
+                    return int(record["port"])
+        await asyncio.sleep(0.05)  # polling the log for a line not written yet
+    proc.kill()
+    raise AssertionError(f"bot never bound its port: {log.read_text()[-2000:]}")
+
+
+async def start_bot(env: dict[str, str], log: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """`archbot run`, once ready; its port."""
+    offset = log.stat().st_size if log.exists() else 0
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,6 +81,7 @@ async def start_bot(env: dict[str, str], port: int, log: Path) -> asyncio.subpro
         stderr=asyncio.subprocess.STDOUT,
         cwd=str(log.parent),
     )
+    port = await bound_port(proc, log, offset)
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:  # a readiness probe, as an orchestrator would do
@@ -66,7 +90,7 @@ async def start_bot(env: dict[str, str], port: int, log: Path) -> asyncio.subpro
             try:
                 async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
                     if resp.status == 200:
-                        return proc
+                        return proc, port
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
@@ -75,11 +99,10 @@ async def start_bot(env: dict[str, str], port: int, log: Path) -> asyncio.subpro
 
 
 async def test_sigkill_after_ack_resumes_and_answers_once(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
-    port = free_port()
-    env = bot_env(tmp_path, slack, model, port)
+    env = bot_env(tmp_path, slack, model)
     log = tmp_path / "bot.log"
     model.pause()
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     parent = slack.add_message("C1", "<@UBOT> survive a crash?", user="U1")
     payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
     status, _ = await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload)
@@ -89,7 +112,7 @@ async def test_sigkill_after_ack_resumes_and_answers_once(tmp_path: Path, slack:
     await proc.wait()
     assert not answers_in(slack, "C1", parent.ts)
     model.resume()
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     try:
         answers = await wait_answers(slack, "C1", parent.ts, timeout=20)
         assert len(answers) == 1 and "survive a crash?" in (answers[0].blocks or [{}])[0].get("text", answers[0].text)
@@ -102,17 +125,16 @@ async def test_sigkill_after_ack_resumes_and_answers_once(tmp_path: Path, slack:
 async def test_sigkill_the_moment_the_ack_arrives_loses_nothing(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
     """Killed as soon as Slack has its 200, before the job could start: the event was committed
     before the ack, so the restarted process answers it, once."""
-    port = free_port()
-    env = bot_env(tmp_path, slack, model, port)
+    env = bot_env(tmp_path, slack, model)
     log = tmp_path / "bot.log"
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     parent = slack.add_message("C1", "<@UBOT> acked, then the process died?", user="U1")
     payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
     status, _ = await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload)
     proc.send_signal(signal.SIGKILL)
     assert status == 200
     await proc.wait()
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     try:
         answers = await wait_answers(slack, "C1", parent.ts, timeout=20)
         assert len(answers) == 1
@@ -123,11 +145,10 @@ async def test_sigkill_the_moment_the_ack_arrives_loses_nothing(tmp_path: Path, 
 
 
 async def test_sigterm_drains_in_flight_job_and_exits_zero(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic):
-    port = free_port()
-    env = bot_env(tmp_path, slack, model, port)
+    env = bot_env(tmp_path, slack, model)
     log = tmp_path / "bot.log"
     model.pause()
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     parent = slack.add_message("C1", "<@UBOT> finish before exit?", user="U1")
     payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
     assert (await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload))[0] == 200

@@ -18,7 +18,7 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.signing import post_event
 from tests.fakes.slack import FakeSlack, event_callback, mention_event
 from tests.helpers import FAILURE_MARK, all_answers, answers_in, wait_answers
-from tests.test_process import bot_env, free_port, start_bot
+from tests.test_process import bot_env, start_bot
 
 
 async def start_replicas(
@@ -27,11 +27,10 @@ async def start_replicas(
     async def one(i: int) -> tuple[asyncio.subprocess.Process, int]:
         home = tmp_path / f"replica{i}"
         home.mkdir()
-        port = free_port()
-        env = bot_env(home, slack, model, port)
+        env = bot_env(home, slack, model)
         env["ARCHBOT_DATABASE_URL"] = pg_url
         env["ARCHBOT_HEARTBEAT_SECONDS"] = "1"
-        return await start_bot(env, port, home / "bot.log"), port
+        return await start_bot(env, home / "bot.log")
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.signing import post_event
 from tests.fakes.slack import FakeSlack, event_callback, mention_event
 from tests.helpers import answers_in, wait_answers
-from tests.test_process import bot_env, free_port, start_bot
+from tests.test_process import bot_env, bound_port, start_bot
 
 BOUND = 60.0  # a hung process or start fails the test; nothing here is timed
 
@@ -103,14 +104,15 @@ async def test_a_failing_auth_test_is_logged_at_once_and_tried_again(
 async def test_run_gives_up_on_an_unreachable_slack_with_exit_1_and_says_where(
     tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
 ) -> None:
-    port = free_port()
-    dead = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
-    env = bot_env(tmp_path, slack, model, port) | {"SLACK_API_URL": dead, "ARCHBOT_SLACK_START_SECONDS": "2"}
-    log = tmp_path / "bot.log"
-    proc = await asyncio.create_subprocess_exec(
-        *start_command(), env=env, stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, cwd=str(tmp_path)
-    )
-    code = await asyncio.wait_for(proc.wait(), BOUND)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: connecting is refused, and no one else can bind it
+        dead = f"http://127.0.0.1:{held.getsockname()[1]}/api/"
+        env = bot_env(tmp_path, slack, model) | {"SLACK_API_URL": dead, "ARCHBOT_SLACK_START_SECONDS": "2"}
+        log = tmp_path / "bot.log"
+        proc = await asyncio.create_subprocess_exec(
+            *start_command(), env=env, stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, cwd=str(tmp_path)
+        )
+        code = await asyncio.wait_for(proc.wait(), BOUND)
     out = log.read_text()
     assert code == 1, out
     assert f"archbot: cannot reach Slack at {dead}" in out
@@ -120,13 +122,13 @@ async def test_run_gives_up_on_an_unreachable_slack_with_exit_1_and_says_where(
 
 async def test_sigterm_during_start_up_exits_0(tmp_path: Path, slack: FakeSlack, model: FakeAnthropic) -> None:
     gate = slack.hold("auth.test")
-    port = free_port()
-    env = bot_env(tmp_path, slack, model, port)
+    env = bot_env(tmp_path, slack, model)
     log = tmp_path / "bot.log"
     proc = await asyncio.create_subprocess_exec(
         *start_command(), env=env, stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, cwd=str(tmp_path)
     )
     try:
+        port = await bound_port(proc, log)
         assert await until_answers(f"http://127.0.0.1:{port}/readyz", proc) == 503  # waiting for Slack
         await slack.wait_for(lambda f: f.held_calls.get("auth.test"))
         proc.send_signal(signal.SIGTERM)
@@ -144,11 +146,10 @@ async def test_sigterm_during_start_up_exits_0(tmp_path: Path, slack: FakeSlack,
 async def test_a_second_sigterm_exits_at_once_and_the_job_is_answered_once_by_the_next_start(
     tmp_path: Path, slack: FakeSlack, model: FakeAnthropic
 ) -> None:
-    port = free_port()
-    env = bot_env(tmp_path, slack, model, port) | {"ARCHBOT_SHUTDOWN_GRACE": "600"}  # the drain would wait long
+    env = bot_env(tmp_path, slack, model) | {"ARCHBOT_SHUTDOWN_GRACE": "600"}  # the drain would wait long
     log = tmp_path / "bot.log"
     model.pause()
-    proc = await start_bot(env, port, log)
+    proc, port = await start_bot(env, log)
     parent = slack.add_message("C1", "<@UBOT> still answered after a forced exit?", user="U1")
     payload = event_callback(mention_event(parent.text, channel="C1", user="U1", ts=parent.ts))
     assert (await post_event(f"http://127.0.0.1:{port}", slack.signing_secret, payload))[0] == 200
@@ -161,7 +162,7 @@ async def test_a_second_sigterm_exits_at_once_and_the_job_is_answered_once_by_th
     assert "second SIGTERM: exiting now" in log.read_text()
     assert not answers_in(slack, "C1", parent.ts)
     model.resume()
-    proc = await start_bot(env | {"ARCHBOT_SHUTDOWN_GRACE": "6"}, port, log)
+    proc, port = await start_bot(env | {"ARCHBOT_SHUTDOWN_GRACE": "6"}, log)
     try:
         assert len(await wait_answers(slack, "C1", parent.ts, timeout=20)) == 1
     finally:
