@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.retrieval import Searcher, index_sources
+from bot.retrieval import IndexReport, Searcher, index_sources
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/corpora/next-cloudphone"
 
@@ -17,9 +17,15 @@ pytestmark = [
 ]
 
 
-def test_corpus_index_and_bilingual_search(tmp_path: Path) -> None:
-    settings = Settings(db_path=tmp_path / "corpus.db", docs=[CORPUS])
-    report = index_sources(settings)
+@pytest.fixture(scope="module")
+def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, IndexReport]:
+    """The corpus indexed once for this module (about 6 s), and the first indexing's report."""
+    settings = Settings(db_path=tmp_path_factory.mktemp("corpus") / "corpus.db", docs=[CORPUS])
+    return settings, index_sources(settings)
+
+
+def test_corpus_index_and_bilingual_search(corpus_index: tuple[Settings, IndexReport]) -> None:
+    settings, report = corpus_index
     assert report.indexed >= 500 and report.total_chunks > 5000
     assert index_sources(settings).indexed == 0  # nothing changed: nothing re-chunked
 
@@ -38,12 +44,11 @@ def test_corpus_index_and_bilingual_search(tmp_path: Path) -> None:
         searcher.close()
 
 
-def test_issue_examples_bring_their_key_file_into_the_request(tmp_path: Path) -> None:
+def test_issue_examples_bring_their_key_file_into_the_request(corpus_index: tuple[Settings, IndexReport]) -> None:
     """The four design questions of issue #10, through the passages `archbot ask` sends."""
     from bot.architect.prompt import build_search_results
 
-    settings = Settings(db_path=tmp_path / "corpus.db", docs=[CORPUS])
-    index_sources(settings)
+    settings, _ = corpus_index
     searcher = Searcher(settings.db_path, passage_tokens=settings.passage_tokens)
     try:
 
